@@ -1,0 +1,65 @@
+"""The FastAPI application: API routers, pages, error handlers, schema upgrade on start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from datatong import __version__
+from datatong.db import session_scope, upgrade
+from datatong.settings import Settings, get_settings
+from datatong.web import errors
+
+STATIC = Path(__file__).parent / "web" / "static"
+
+
+def prepare_database(settings: Settings) -> None:
+    """Upgrade the schema and seed what every platform needs (idempotent)."""
+    from datatong.catalog.service import seed_classes
+
+    upgrade(settings.database_url)
+    with session_scope(settings.database_url) as session:
+        seed_classes(session)
+
+
+def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    if migrate:
+        prepare_database(settings)
+    app = FastAPI(
+        title="数据通 Datatong API",
+        version=__version__,
+        description="政务信息资源共享交换平台。错误统一返回 {error: {code, message, message_en}}。",
+    )
+    app.state.settings = settings
+    app.add_middleware(
+        SessionMiddleware, secret_key=settings.secret_key, session_cookie="datatong_session",
+        max_age=settings.session_hours * 3600, same_site="lax", https_only=settings.cookie_secure,
+    )
+    errors.install(app)
+    from datatong.catalog.api import router as catalog_router
+    from datatong.orgs.api import router as orgs_router
+
+    app.include_router(orgs_router)
+    app.include_router(catalog_router)
+    _optional_routers(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _optional_routers(app: FastAPI) -> None:
+    """Routers of the interoperability and page modules."""
+    import importlib
+
+    for module in ("datatong.catalog.exchange_api", "datatong.catalog.ckan", "datatong.catalog.dcat",
+                   "datatong.web.pages"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        app.include_router(mod.router)
