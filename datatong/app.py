@@ -54,7 +54,7 @@ def _optional_routers(app: FastAPI) -> None:
     """Routers of the interoperability and page modules."""
     import importlib
 
-    for module in ("datatong.catalog.exchange_api", "datatong.catalog.ckan", "datatong.catalog.dcat",
+    for module in ("datatong.catalog.files_api", "datatong.catalog.ckan", "datatong.catalog.dcat",
                    "datatong.web.pages"):
         try:
             mod = importlib.import_module(module)
