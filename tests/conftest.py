@@ -20,11 +20,12 @@ from fastapi.testclient import TestClient
 from datatong.app import create_app
 from datatong.catalog.service import seed_classes
 from datatong.db import Base, all_models, engine_for, is_sqlite, session_scope
-from datatong.orgs.models import Department, User
+from datatong.orgs.models import ClientApp, Department, User
 from datatong.orgs.service import hash_secret
 from datatong.settings import Settings
 
 PASSWORD = "Passw0rd!23"
+CLIENT_ID = "dt_mz_system"
 USERS = {
     # username: (role, department code, display name)
     "admin": ("platform_admin", "DSJ", "平台管理员"),
@@ -107,6 +108,9 @@ def world(app: Any, settings: Settings, password_hash: str) -> dict[str, Any]:
         for username, (role, dept_code, display) in USERS.items():
             session.add(User(username=username, display_name=display, role=role,
                              department_id=ids[dept_code], password_hash=password_hash))
+        # A system of 民政局 calling with client credentials (secret = PASSWORD).
+        session.add(ClientApp(client_id=CLIENT_ID, name="民政业务系统", department_id=ids["MZ"],
+                              secret_hash=password_hash))
     return {"departments": ids}
 
 
@@ -119,10 +123,21 @@ _token_cache: dict[tuple[str, str], str] = {}
 
 
 def auth(client: TestClient, username: str) -> dict[str, str]:
-    """Bearer headers for a user of the ``world`` fixture."""
-    r = client.post("/api/v1/auth/token", json={"username": username, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    return {"Authorization": "Bearer " + r.json()["access_token"]}
+    """Bearer headers for a user of the ``world`` fixture.
+
+    Tokens are cached: every ``world`` recreates the users with the same ids and
+    token versions, so a token stays valid, and argon2 checks (deliberately slow)
+    would otherwise dominate the suite's run time.
+    """
+    key = (str(client.app.state.settings.database_url), username)
+    if key not in _token_cache:
+        if username == "client":
+            r = client.post("/api/v1/auth/client-token", json={"client_id": CLIENT_ID, "client_secret": PASSWORD})
+        else:
+            r = client.post("/api/v1/auth/token", json={"username": username, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        _token_cache[key] = r.json()["access_token"]
+    return {"Authorization": "Bearer " + _token_cache[key]}
 
 
 def entry_body(**overrides: Any) -> dict[str, Any]:

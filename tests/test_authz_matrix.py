@@ -1,0 +1,119 @@
+"""Every API route × every role: allowed or refused, as the table below says.
+
+A route of the OpenAPI document without a row here fails the suite, so a new
+endpoint cannot ship without someone deciding who may call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import CLIENT_ID, PASSWORD, auth, create_entry, entry_body
+
+ROLES = ["anonymous", "client", "auditor", "mz_officer", "ga_officer", "ga_admin", "admin"]
+ALL = set(ROLES)
+AUTHENTICATED = ALL - {"anonymous"}
+ADMINS_OF_GA = {"admin", "ga_admin"}
+EDITORS_OF_GA = {"admin", "ga_admin", "ga_officer"}
+EDITORS = EDITORS_OF_GA | {"mz_officer"}
+
+Request = dict[str, Any]
+Builder = Callable[[Any, dict[str, Any]], Request]
+
+
+def _draft(client: Any) -> dict[str, Any]:
+    return create_entry(client)
+
+
+def _user_id(client: Any, username: str) -> int:
+    users = client.get("/api/v1/users", headers=auth(client, "admin")).json()
+    return next(u["id"] for u in users if u["username"] == username)
+
+
+def _pending(client: Any) -> dict[str, Any]:
+    e = create_entry(client)
+    client.post(f"/api/v1/catalog/entries/{e['id']}/submit", headers=auth(client, "ga_officer"))
+    return e
+
+
+# (method, path) -> (roles allowed, request builder)
+MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
+    ("POST", "/api/v1/auth/token"): (ALL, lambda c, w: {"json": {"username": "ga_officer", "password": PASSWORD}}),
+    ("POST", "/api/v1/auth/client-token"): (
+        ALL, lambda c, w: {"json": {"client_id": CLIENT_ID, "client_secret": PASSWORD}}),
+    ("GET", "/api/v1/me"): (AUTHENTICATED, lambda c, w: {}),
+    ("GET", "/api/v1/departments"): (AUTHENTICATED, lambda c, w: {}),
+    ("POST", "/api/v1/departments"): (
+        {"admin"}, lambda c, w: {"json": {"code": "NEW", "name": "新部门", "level": "city"}}),
+    ("GET", "/api/v1/departments/{department_id}"): (
+        AUTHENTICATED, lambda c, w: {"path": {"department_id": w["departments"]["GA"]}}),
+    ("PATCH", "/api/v1/departments/{department_id}"): (
+        ADMINS_OF_GA, lambda c, w: {"path": {"department_id": w["departments"]["GA"]}, "json": {"contact": "1"}}),
+    ("GET", "/api/v1/users"): (ADMINS_OF_GA, lambda c, w: {}),
+    ("POST", "/api/v1/users"): (ADMINS_OF_GA, lambda c, w: {"json": {
+        "username": "newbie", "display_name": "新人", "password": "Str0ng!pass", "role": "data_officer",
+        "department_code": "GA"}}),
+    ("GET", "/api/v1/users/{user_id}"): (
+        ADMINS_OF_GA, lambda c, w: {"path": {"user_id": _user_id(c, "ga_officer")}}),
+    ("PATCH", "/api/v1/users/{user_id}"): (
+        ADMINS_OF_GA, lambda c, w: {"path": {"user_id": _user_id(c, "ga_officer")}, "json": {"display_name": "改"}}),
+    ("GET", "/api/v1/clients"): (ADMINS_OF_GA, lambda c, w: {}),
+    ("POST", "/api/v1/clients"): (ADMINS_OF_GA, lambda c, w: {"json": {"name": "系统", "department_code": "GA"}}),
+    ("GET", "/api/v1/catalog/entries"): (ALL, lambda c, w: {"params": {"q": "人口"}}),
+    ("POST", "/api/v1/catalog/entries"): (EDITORS, lambda c, w: {"json": entry_body()}),
+    ("GET", "/api/v1/catalog/entries/{entry_id}"): (
+        EDITORS_OF_GA, lambda c, w: {"path": {"entry_id": _draft(c)["id"]}}),
+    ("GET", "/api/v1/catalog/by-code/{code}"): (
+        EDITORS_OF_GA, lambda c, w: {"path": {"code": _draft(c)["code"]}}),
+    ("PUT", "/api/v1/catalog/entries/{entry_id}"): (
+        EDITORS_OF_GA, lambda c, w: {"path": {"entry_id": _draft(c)["id"]},
+                                     "json": entry_body(summary="新摘要", reason="改")}),
+    ("GET", "/api/v1/catalog/entries/{entry_id}/versions"): (
+        EDITORS_OF_GA, lambda c, w: {"path": {"entry_id": _draft(c)["id"]}}),
+    ("POST", "/api/v1/catalog/entries/{entry_id}/submit"): (
+        EDITORS_OF_GA, lambda c, w: {"path": {"entry_id": _draft(c)["id"]}}),
+    ("POST", "/api/v1/catalog/entries/{entry_id}/revoke"): (
+        EDITORS_OF_GA, lambda c, w: {"path": {"entry_id": create_entry(c, publish=True)["id"]},
+                                     "json": {"reason": "停止采集"}}),
+    ("POST", "/api/v1/catalog/entries/{entry_id}/review"): (
+        {"admin"}, lambda c, w: {"path": {"entry_id": _pending(c)["id"]}, "json": {"decision": "approve"}}),
+    ("GET", "/api/v1/catalog/classes"): (ALL, lambda c, w: {}),
+    ("POST", "/api/v1/catalog/classes"): ({"admin"}, lambda c, w: {"json": {"code": "101009", "name": "x"}}),
+    ("PATCH", "/api/v1/catalog/classes/{class_id}"): (
+        {"admin"}, lambda c, w: {"path": {"class_id": 1}, "json": {"description": "说明"}}),
+}
+
+
+def api_routes(app: Any) -> set[tuple[str, str]]:
+    routes = set()
+    for path, ops in app.openapi()["paths"].items():
+        if path.startswith("/api/"):
+            routes |= {(m.upper(), path) for m in ops}
+    return routes
+
+
+def test_every_api_route_has_a_row(app):
+    missing = api_routes(app) - set(MATRIX)
+    assert not missing, f"add these routes to MATRIX with the roles allowed: {sorted(missing)}"
+    stale = set(MATRIX) - api_routes(app)
+    assert not stale, f"MATRIX names routes that no longer exist: {sorted(stale)}"
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("route", sorted(MATRIX), ids=lambda r: f"{r[0]} {r[1]}")
+def test_route_role(client, world, route, role):
+    method, path = route
+    allowed, build = MATRIX[route]
+    req = build(client, world)
+    url = path.format(**req.pop("path", {}))
+    headers = {} if role == "anonymous" else auth(client, role)
+    r = client.request(method, url, headers=headers, **req)
+    if role in allowed:
+        assert r.status_code < 400, f"{role} should be allowed: {r.status_code} {r.text[:300]}"
+    else:
+        assert r.status_code in (401, 403, 404), f"{role} should be refused: {r.status_code} {r.text[:300]}"
+        body = r.json()
+        assert body["error"]["code"] in ("unauthenticated", "forbidden", "not_found"), body
+        assert body["error"]["message"] and body["error"]["message_en"]
