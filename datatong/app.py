@@ -36,8 +36,12 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     )
     app.state.settings = settings
     app.add_middleware(
-        SessionMiddleware, secret_key=settings.secret_key, session_cookie="datatong_session",
-        max_age=settings.session_hours * 3600, same_site="lax", https_only=settings.cookie_secure,
+        SessionMiddleware,
+        secret_key=settings.secret_key,
+        session_cookie="datatong_session",
+        max_age=settings.session_hours * 3600,
+        same_site="lax",
+        https_only=settings.cookie_secure,
     )
     errors.install(app)
     from datatong.catalog.api import router as catalog_router
@@ -54,8 +58,12 @@ def _optional_routers(app: FastAPI) -> None:
     """Routers of the interoperability and page modules."""
     import importlib
 
-    for module in ("datatong.catalog.files_api", "datatong.catalog.ckan", "datatong.catalog.dcat",
-                   "datatong.web.pages"):
+    for module in (
+        "datatong.catalog.files_api",
+        "datatong.catalog.ckan",
+        "datatong.catalog.dcat",
+        "datatong.web.pages",
+    ):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -64,8 +64,11 @@ def user_create(
 
     settings = _settings()
     prepare_database(settings)
-    password = password or os.environ.get("DATATONG_PASSWORD") or typer.prompt(
-        "密码", hide_input=True, confirmation_prompt=True)
+    password = (
+        password
+        or os.environ.get("DATATONG_PASSWORD")
+        or typer.prompt("密码", hide_input=True, confirmation_prompt=True)
+    )
     try:
         with session_scope(settings.database_url) as session:
             user = create_user(session, None, username, display_name or username, password, role, department)
@@ -75,7 +78,9 @@ def user_create(
 
 
 @dept_app.command("import")
-def department_import(file: Path = typer.Argument(..., exists=True, help="CSV 或 xlsx：code,name,level,parent_code")) -> None:
+def department_import(
+    file: Path = typer.Argument(..., exists=True, help="CSV 或 xlsx：code,name,level,parent_code"),
+) -> None:
     """从 CSV/Excel 导入部门（全部成功或全部不导入）。"""
     from datatong.app import prepare_database
     from datatong.db import session_scope
@@ -136,8 +141,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
 
 @app.command()
-def demo(port: int = 8000, host: str = "127.0.0.1", entries: int = 2000, serve_: bool = typer.Option(
-        True, "--serve/--no-serve", help="生成数据后是否启动服务")) -> None:
+def demo(
+    port: int = 8000,
+    host: str = "127.0.0.1",
+    entries: int = 2000,
+    serve_: bool = typer.Option(True, "--serve/--no-serve", help="生成数据后是否启动服务"),
+) -> None:
     """生成一座虚构城市的演示数据（约 30 个部门、2000 条目录、各角色用户）并启动服务。"""
     from datatong.demo import seed_demo
 

@@ -66,7 +66,9 @@ class Unauthenticated(AppError):
     status_code = 401
 
     def __init__(
-        self, message: str = "请先登录", message_en: str = "Authentication required",
+        self,
+        message: str = "请先登录",
+        message_en: str = "Authentication required",
         code: str = "unauthenticated",
     ) -> None:
         super().__init__(code, message, message_en)

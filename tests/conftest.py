@@ -53,6 +53,8 @@ def _test_url(tmp: Path) -> tuple[str, str | None]:
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        # A throw-away database need not wait for fsync at every commit.
+        conn.execute(sa.text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
     admin.dispose()
     return server.rsplit("/", 1)[0] + "/" + name, server
 
@@ -89,8 +91,17 @@ def reset_database(url: str) -> None:
             for name in [*tables, "catalog_fts"]:
                 conn.execute(sa.text(f'DELETE FROM "{name}"'))
         else:
-            conn.execute(sa.text("TRUNCATE " + ", ".join(f'"{t}"' for t in [*tables, "catalog_search"])
-                                 + " RESTART IDENTITY CASCADE"))
+            # DELETE is much faster than TRUNCATE on tables this small; the sequences are
+            # reset so ids (and cached tokens, see ``auth``) are the same in every test.
+            for name in ["catalog_search", *tables]:
+                conn.execute(sa.text(f'DELETE FROM "{name}"'))
+            conn.execute(
+                sa.text(
+                    "SELECT setval(s.seq, 1, false) FROM (SELECT pg_get_serial_sequence(quote_ident(table_name), "
+                    "column_name) AS seq FROM information_schema.columns WHERE table_schema = 'public' "
+                    "AND column_default LIKE 'nextval%') s"
+                )
+            )
 
 
 @pytest.fixture
@@ -106,11 +117,19 @@ def world(app: Any, settings: Settings, password_hash: str) -> dict[str, Any]:
             session.flush()
             ids[code] = dept.id
         for username, (role, dept_code, display) in USERS.items():
-            session.add(User(username=username, display_name=display, role=role,
-                             department_id=ids[dept_code], password_hash=password_hash))
+            session.add(
+                User(
+                    username=username,
+                    display_name=display,
+                    role=role,
+                    department_id=ids[dept_code],
+                    password_hash=password_hash,
+                )
+            )
         # A system of 民政局 calling with client credentials (secret = PASSWORD).
-        session.add(ClientApp(client_id=CLIENT_ID, name="民政业务系统", department_id=ids["MZ"],
-                              secret_hash=password_hash))
+        session.add(
+            ClientApp(client_id=CLIENT_ID, name="民政业务系统", department_id=ids["MZ"], secret_hash=password_hash)
+        )
     return {"departments": ids}
 
 
@@ -156,8 +175,14 @@ def entry_body(**overrides: Any) -> dict[str, Any]:
         "is_open": False,
         "update_cycle": "daily",
         "items": [
-            {"name": "身份证号", "code": "SFZH", "data_type": "C", "length": 18,
-             "sensitivity": "personal", "is_authoritative": True},
+            {
+                "name": "身份证号",
+                "code": "SFZH",
+                "data_type": "C",
+                "length": 18,
+                "sensitivity": "personal",
+                "is_authoritative": True,
+            },
             {"name": "姓名", "code": "XM", "data_type": "C", "length": 50, "sensitivity": "personal"},
             {"name": "出生日期", "code": "CSRQ", "data_type": "D"},
         ],
@@ -166,16 +191,18 @@ def entry_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def create_entry(client: TestClient, username: str = "ga_officer", publish: bool = False,
-                 **overrides: Any) -> dict[str, Any]:
+def create_entry(
+    client: TestClient, username: str = "ga_officer", publish: bool = False, **overrides: Any
+) -> dict[str, Any]:
     r = client.post("/api/v1/catalog/entries", json=entry_body(**overrides), headers=auth(client, username))
     assert r.status_code == 201, r.text
     entry = r.json()
     if publish:
         r = client.post(f"/api/v1/catalog/entries/{entry['id']}/submit", headers=auth(client, username))
         assert r.status_code == 200, r.text
-        r = client.post(f"/api/v1/catalog/entries/{entry['id']}/review", json={"decision": "approve"},
-                        headers=auth(client, "admin"))
+        r = client.post(
+            f"/api/v1/catalog/entries/{entry['id']}/review", json={"decision": "approve"}, headers=auth(client, "admin")
+        )
         assert r.status_code == 200, r.text
         entry = r.json()
     return entry

@@ -42,47 +42,91 @@ def _pending(client: Any) -> dict[str, Any]:
 MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
     ("POST", "/api/v1/auth/token"): (ALL, lambda c, w: {"json": {"username": "ga_officer", "password": PASSWORD}}),
     ("POST", "/api/v1/auth/client-token"): (
-        ALL, lambda c, w: {"json": {"client_id": CLIENT_ID, "client_secret": PASSWORD}}),
+        ALL,
+        lambda c, w: {"json": {"client_id": CLIENT_ID, "client_secret": PASSWORD}},
+    ),
     ("GET", "/api/v1/me"): (AUTHENTICATED, lambda c, w: {}),
     ("GET", "/api/v1/departments"): (AUTHENTICATED, lambda c, w: {}),
     ("POST", "/api/v1/departments"): (
-        {"admin"}, lambda c, w: {"json": {"code": "NEW", "name": "新部门", "level": "city"}}),
+        {"admin"},
+        lambda c, w: {"json": {"code": "NEW", "name": "新部门", "level": "city"}},
+    ),
     ("GET", "/api/v1/departments/{department_id}"): (
-        AUTHENTICATED, lambda c, w: {"path": {"department_id": w["departments"]["GA"]}}),
+        AUTHENTICATED,
+        lambda c, w: {"path": {"department_id": w["departments"]["GA"]}},
+    ),
     ("PATCH", "/api/v1/departments/{department_id}"): (
-        ADMINS_OF_GA, lambda c, w: {"path": {"department_id": w["departments"]["GA"]}, "json": {"contact": "1"}}),
+        ADMINS_OF_GA,
+        lambda c, w: {"path": {"department_id": w["departments"]["GA"]}, "json": {"contact": "1"}},
+    ),
     ("GET", "/api/v1/users"): (ADMINS_OF_GA, lambda c, w: {}),
-    ("POST", "/api/v1/users"): (ADMINS_OF_GA, lambda c, w: {"json": {
-        "username": "newbie", "display_name": "新人", "password": "Str0ng!pass", "role": "data_officer",
-        "department_code": "GA"}}),
-    ("GET", "/api/v1/users/{user_id}"): (
-        ADMINS_OF_GA, lambda c, w: {"path": {"user_id": _user_id(c, "ga_officer")}}),
+    ("POST", "/api/v1/users"): (
+        ADMINS_OF_GA,
+        lambda c, w: {
+            "json": {
+                "username": "newbie",
+                "display_name": "新人",
+                "password": "Str0ng!pass",
+                "role": "data_officer",
+                "department_code": "GA",
+            }
+        },
+    ),
+    ("GET", "/api/v1/users/{user_id}"): (ADMINS_OF_GA, lambda c, w: {"path": {"user_id": _user_id(c, "ga_officer")}}),
     ("PATCH", "/api/v1/users/{user_id}"): (
-        ADMINS_OF_GA, lambda c, w: {"path": {"user_id": _user_id(c, "ga_officer")}, "json": {"display_name": "改"}}),
+        ADMINS_OF_GA,
+        lambda c, w: {"path": {"user_id": _user_id(c, "ga_officer")}, "json": {"display_name": "改"}},
+    ),
     ("GET", "/api/v1/clients"): (ADMINS_OF_GA, lambda c, w: {}),
     ("POST", "/api/v1/clients"): (ADMINS_OF_GA, lambda c, w: {"json": {"name": "系统", "department_code": "GA"}}),
     ("GET", "/api/v1/catalog/entries"): (ALL, lambda c, w: {"params": {"q": "人口"}}),
     ("POST", "/api/v1/catalog/entries"): (EDITORS, lambda c, w: {"json": entry_body()}),
     ("GET", "/api/v1/catalog/entries/{entry_id}"): (
-        EDITORS_OF_GA, lambda c, w: {"path": {"entry_id": _draft(c)["id"]}}),
-    ("GET", "/api/v1/catalog/by-code/{code}"): (
-        EDITORS_OF_GA, lambda c, w: {"path": {"code": _draft(c)["code"]}}),
+        EDITORS_OF_GA,
+        lambda c, w: {"path": {"entry_id": _draft(c)["id"]}},
+    ),
+    ("GET", "/api/v1/catalog/by-code/{code}"): (EDITORS_OF_GA, lambda c, w: {"path": {"code": _draft(c)["code"]}}),
     ("PUT", "/api/v1/catalog/entries/{entry_id}"): (
-        EDITORS_OF_GA, lambda c, w: {"path": {"entry_id": _draft(c)["id"]},
-                                     "json": entry_body(summary="新摘要", reason="改")}),
+        EDITORS_OF_GA,
+        lambda c, w: {"path": {"entry_id": _draft(c)["id"]}, "json": entry_body(summary="新摘要", reason="改")},
+    ),
     ("GET", "/api/v1/catalog/entries/{entry_id}/versions"): (
-        EDITORS_OF_GA, lambda c, w: {"path": {"entry_id": _draft(c)["id"]}}),
+        EDITORS_OF_GA,
+        lambda c, w: {"path": {"entry_id": _draft(c)["id"]}},
+    ),
     ("POST", "/api/v1/catalog/entries/{entry_id}/submit"): (
-        EDITORS_OF_GA, lambda c, w: {"path": {"entry_id": _draft(c)["id"]}}),
+        EDITORS_OF_GA,
+        lambda c, w: {"path": {"entry_id": _draft(c)["id"]}},
+    ),
     ("POST", "/api/v1/catalog/entries/{entry_id}/revoke"): (
-        EDITORS_OF_GA, lambda c, w: {"path": {"entry_id": create_entry(c, publish=True)["id"]},
-                                     "json": {"reason": "停止采集"}}),
+        EDITORS_OF_GA,
+        lambda c, w: {"path": {"entry_id": create_entry(c, publish=True)["id"]}, "json": {"reason": "停止采集"}},
+    ),
     ("POST", "/api/v1/catalog/entries/{entry_id}/review"): (
-        {"admin"}, lambda c, w: {"path": {"entry_id": _pending(c)["id"]}, "json": {"decision": "approve"}}),
+        {"admin"},
+        lambda c, w: {"path": {"entry_id": _pending(c)["id"]}, "json": {"decision": "approve"}},
+    ),
+    ("GET", "/api/v1/catalog/dcat.jsonld"): (ALL, lambda c, w: {}),
+    ("GET", "/api/v1/catalog/entries/{entry_id}/dcat.jsonld"): (
+        EDITORS_OF_GA,
+        lambda c, w: {"path": {"entry_id": _draft(c)["id"]}},
+    ),
+    # The CKAN API answers in CKAN's error shape, so its rows use calls every role may make;
+    # tests/test_ckan.py covers who sees what through it.
+    ("GET", "/api/3/action/{action}"): (
+        ALL,
+        lambda c, w: {"path": {"action": "package_search"}, "params": {"q": "人口"}},
+    ),
+    ("POST", "/api/3/action/{action}"): (
+        ALL,
+        lambda c, w: {"path": {"action": "package_search"}, "json": {"q": "人口"}},
+    ),
     ("GET", "/api/v1/catalog/classes"): (ALL, lambda c, w: {}),
     ("POST", "/api/v1/catalog/classes"): ({"admin"}, lambda c, w: {"json": {"code": "101009", "name": "x"}}),
     ("PATCH", "/api/v1/catalog/classes/{class_id}"): (
-        {"admin"}, lambda c, w: {"path": {"class_id": 1}, "json": {"description": "说明"}}),
+        {"admin"},
+        lambda c, w: {"path": {"class_id": 1}, "json": {"description": "说明"}},
+    ),
 }
 
 

@@ -26,7 +26,14 @@ def test_full_life_cycle_with_reasons(client):
     assert _act(client, e["id"], "review", "admin", decision="approve").json()["status"] == "revoked"
     versions = client.get(f"/api/v1/catalog/entries/{e['id']}/versions", headers=auth(client, "ga_officer")).json()
     assert [v["action"] for v in versions] == [
-        "approve_revoke", "request_revoke", "approve_publish", "submit", "reject_publish", "submit", "create"]
+        "approve_revoke",
+        "request_revoke",
+        "approve_publish",
+        "submit",
+        "reject_publish",
+        "submit",
+        "create",
+    ]
     rejected = versions[4]
     assert rejected["reason"] == "摘要过于简单" and rejected["actor_name"] == "平台管理员"
 
@@ -40,7 +47,9 @@ def test_illegal_transitions_are_refused(client):
     _act(client, e["id"], "submit", "ga_officer")
     r = _act(client, e["id"], "submit", "ga_officer")
     assert r.status_code == 409
-    r = client.put(f"/api/v1/catalog/entries/{e['id']}", json=entry_body(reason="改"), headers=auth(client, "ga_officer"))
+    r = client.put(
+        f"/api/v1/catalog/entries/{e['id']}", json=entry_body(reason="改"), headers=auth(client, "ga_officer")
+    )
     assert r.json()["error"]["code"] == "catalog.not_editable"
 
 
@@ -73,10 +82,13 @@ def test_edit_creates_version_with_diff_and_reason(client):
 
 def test_edit_needs_reason_and_a_change(client):
     e = create_entry(client)
-    r = client.put(f"/api/v1/catalog/entries/{e['id']}", json=entry_body(reason=" "), headers=auth(client, "ga_officer"))
+    r = client.put(
+        f"/api/v1/catalog/entries/{e['id']}", json=entry_body(reason=" "), headers=auth(client, "ga_officer")
+    )
     assert r.json()["error"]["code"] == "catalog.reason_required"
-    r = client.put(f"/api/v1/catalog/entries/{e['id']}", json=entry_body(reason="无变化"),
-                   headers=auth(client, "ga_officer"))
+    r = client.put(
+        f"/api/v1/catalog/entries/{e['id']}", json=entry_body(reason="无变化"), headers=auth(client, "ga_officer")
+    )
     assert r.json()["error"]["code"] == "catalog.no_change"
 
 
@@ -100,20 +112,41 @@ def test_other_departments_see_only_published(client):
 def test_classification_is_seeded_and_editable_by_platform_admin(client):
     classes = {c["code"]: c for c in client.get("/api/v1/catalog/classes").json()}
     assert [classes[c]["name"] for c in ("101", "102", "103", "104", "105")] == [
-        "人口", "法人", "自然资源和空间地理", "社会信用", "电子证照"]
+        "人口",
+        "法人",
+        "自然资源和空间地理",
+        "社会信用",
+        "电子证照",
+    ]
     assert classes["2"]["name"] == "主题信息资源" and classes["3"]["level"] == 1
-    r = client.post("/api/v1/catalog/classes", json={"code": "101001", "name": "户籍人口"},
-                    headers=auth(client, "ga_admin"))
+    r = client.post(
+        "/api/v1/catalog/classes", json={"code": "101001", "name": "户籍人口"}, headers=auth(client, "ga_admin")
+    )
     assert r.status_code == 403
-    r = client.post("/api/v1/catalog/classes", json={"code": "101001", "name": "户籍人口"},
-                    headers=auth(client, "admin"))
+    r = client.post(
+        "/api/v1/catalog/classes", json={"code": "101001", "name": "户籍人口"}, headers=auth(client, "admin")
+    )
     assert r.status_code == 201 and r.json()["level"] == 3
     r = client.post("/api/v1/catalog/classes", json={"code": "109001", "name": "x"}, headers=auth(client, "admin"))
     assert r.json()["error"]["code"] == "catalog.class_parent_missing"
     r = client.post("/api/v1/catalog/classes", json={"code": "10", "name": "x"}, headers=auth(client, "admin"))
     assert r.json()["error"]["code"] == "catalog.class_code_invalid"
-    cid = r = client.patch(f"/api/v1/catalog/classes/{classes['101']['id']}", json={"name": "人口信息"},
-                           headers=auth(client, "admin"))
+    cid = r = client.patch(
+        f"/api/v1/catalog/classes/{classes['101']['id']}", json={"name": "人口信息"}, headers=auth(client, "admin")
+    )
     assert cid.json()["name"] == "人口信息"
     e = create_entry(client, class_code="101001")
     assert e["code"].startswith("101001-GA-") and e["class_name"] == "户籍人口"
+
+
+def test_no_share_basis_is_for_the_operator_and_the_provider(client):
+    e = create_entry(
+        client, publish=True, share_type="none", share_method=None, no_share_basis="《中华人民共和国国家安全法》"
+    )
+    path = f"/api/v1/catalog/entries/{e['id']}"
+    assert client.get(path, headers=auth(client, "admin")).json()["no_share_basis"] == "《中华人民共和国国家安全法》"
+    assert (
+        client.get(path, headers=auth(client, "ga_officer")).json()["no_share_basis"] == "《中华人民共和国国家安全法》"
+    )
+    other = client.get(path, headers=auth(client, "mz_officer")).json()
+    assert other["share_type"] == "none" and other["no_share_basis"] is None

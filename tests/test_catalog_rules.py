@@ -15,18 +15,34 @@ def _count(client, headers) -> int:
 @pytest.mark.parametrize(
     ("overrides", "code", "field", "fragment"),
     [
-        ({"share_type": "none", "no_share_basis": None, "share_method": None}, "catalog.no_share_basis_required",
-         "no_share_basis", "依据"),
-        ({"share_type": "conditional", "share_condition": "  "}, "catalog.share_condition_required",
-         "share_condition", "共享条件"),
+        (
+            {"share_type": "none", "no_share_basis": None, "share_method": None},
+            "catalog.no_share_basis_required",
+            "no_share_basis",
+            "依据",
+        ),
+        (
+            {"share_type": "conditional", "share_condition": "  "},
+            "catalog.share_condition_required",
+            "share_condition",
+            "共享条件",
+        ),
         ({"items": []}, "catalog.items_required", "items", "至少需要一个信息项"),
         ({"items": [{"name": "姓名", "data_type": "C"}]}, "catalog.item_length_required", "items[0].length", "长度"),
         ({"items": [{"name": "金额", "data_type": "N"}]}, "catalog.item_length_required", "items[0].length", "长度"),
-        ({"share_type": "unconditional", "share_method": None}, "catalog.share_method_required",
-         "share_method", "共享方式"),
+        (
+            {"share_type": "unconditional", "share_method": None},
+            "catalog.share_method_required",
+            "share_method",
+            "共享方式",
+        ),
         ({"share_type": "有条件"}, "catalog.share_type_invalid", "share_type", "共享类型"),
-        ({"items": [{"name": "照片", "data_type": "X", "length": 1}]}, "catalog.item_type_invalid",
-         "items[0].data_type", "数据类型"),
+        (
+            {"items": [{"name": "照片", "data_type": "X", "length": 1}]},
+            "catalog.item_type_invalid",
+            "items[0].data_type",
+            "数据类型",
+        ),
         ({"items": [*ITEMS_OK, ITEMS_OK[0]]}, "catalog.item_name_duplicate", "items[3].name", "重复"),
         ({"update_cycle": "hourly"}, "catalog.update_cycle_invalid", "update_cycle", "更新周期"),
         ({"format_category": "pdf"}, "catalog.format_invalid", "format_category", "格式"),
@@ -56,20 +72,27 @@ def test_all_rule_errors_are_listed_at_once(client):
 
 
 def test_fixed_width_types_get_their_length(client):
-    entry = create_entry(client, items=[{"name": "出生日期", "data_type": "D"}, {"name": "是否有效", "data_type": "L"},
-                                        {"name": "备注", "data_type": "M"}])
+    entry = create_entry(
+        client,
+        items=[
+            {"name": "出生日期", "data_type": "D"},
+            {"name": "是否有效", "data_type": "L"},
+            {"name": "备注", "data_type": "M"},
+        ],
+    )
     assert [i["length"] for i in entry["items"]] == [8, 1, None]
 
 
 def test_not_shared_entry_drops_share_method(client):
-    entry = create_entry(client, share_type="none", no_share_basis="《中华人民共和国个人信息保护法》第十三条",
-                         share_method="platform")
+    entry = create_entry(
+        client, share_type="none", no_share_basis="《中华人民共和国个人信息保护法》第十三条", share_method="platform"
+    )
     assert entry["share_method"] is None
 
 
 def test_codes_follow_the_rule_and_are_never_reused(client, app, settings):
-    from datatong.db import session_scope
     from datatong.catalog.models import CatalogEntry
+    from datatong.db import session_scope
 
     a = create_entry(client)
     b = create_entry(client)
@@ -97,15 +120,17 @@ def test_platform_admin_may_keep_an_existing_identifier(client):
 
 
 def test_officer_cannot_catalogue_for_another_department(client):
-    r = client.post("/api/v1/catalog/entries", json=entry_body(provider_code="MZ"),
-                    headers=auth(client, "ga_officer"))
+    r = client.post("/api/v1/catalog/entries", json=entry_body(provider_code="MZ"), headers=auth(client, "ga_officer"))
     assert r.status_code == 403
     assert r.json()["error"]["code"] == "forbidden"
 
 
 def test_bad_json_is_a_clear_422(client):
-    r = client.post("/api/v1/catalog/entries", content=b"{not json", headers={
-        **auth(client, "ga_officer"), "content-type": "application/json"})
+    r = client.post(
+        "/api/v1/catalog/entries",
+        content=b"{not json",
+        headers={**auth(client, "ga_officer"), "content-type": "application/json"},
+    )
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "validation_error"
     r = client.post("/api/v1/catalog/entries", json={"name": "x"}, headers=auth(client, "ga_officer"))

@@ -9,8 +9,8 @@ from datatong.catalog import service
 from datatong.catalog.schemas import EntryIn
 from datatong.db import session_scope
 from datatong.errors import AppError
-from datatong.orgs.service import principal_for
 from datatong.orgs.models import User
+from datatong.orgs.service import principal_for
 
 
 def _search(client, user="mz_officer", **params):
@@ -27,8 +27,18 @@ def catalog(client):
         ("企业登记注册信息", "102", "unconditional"),
         ("婚姻登记信息", "201", "conditional"),
     ]
-    made = [create_entry(client, publish=True, name=n, class_code=c, share_type=s, keywords=None,
-                         summary=f"{n}，由部门业务系统每日汇聚") for n, c, s in names]
+    made = [
+        create_entry(
+            client,
+            publish=True,
+            name=n,
+            class_code=c,
+            share_type=s,
+            keywords=None,
+            summary=f"{n}，由部门业务系统每日汇聚",
+        )
+        for n, c, s in names
+    ]
     create_entry(client, name="人口迁移草稿")  # a draft: invisible to other departments
     return made
 

@@ -11,12 +11,18 @@ from typer.testing import CliRunner
 
 def test_departments_form_a_hierarchy_with_levels(client):
     admin = auth(client, "admin")
-    r = client.post("/api/v1/departments", json={"code": "GA-FJ", "name": "示范市公安局福江分局",
-                                                 "level": "区县", "parent_code": "GA"}, headers=admin)
+    r = client.post(
+        "/api/v1/departments",
+        json={"code": "GA-FJ", "name": "示范市公安局福江分局", "level": "区县", "parent_code": "GA"},
+        headers=admin,
+    )
     assert r.status_code == 201, r.text
     assert r.json()["level"] == "district"
-    r = client.post("/api/v1/departments", json={"code": "PROV", "name": "省政府", "level": "province",
-                                                 "parent_code": "GA-FJ"}, headers=admin)
+    r = client.post(
+        "/api/v1/departments",
+        json={"code": "PROV", "name": "省政府", "level": "province", "parent_code": "GA-FJ"},
+        headers=admin,
+    )
     assert r.json()["error"]["code"] == "department.level_above_parent"
     r = client.post("/api/v1/departments", json={"code": "GA", "name": "重复", "level": "city"}, headers=admin)
     assert r.json()["error"]["code"] == "department.code_taken"
@@ -53,7 +59,9 @@ def test_department_admin_creates_users_only_in_own_department(client):
     assert r.json()["error"]["code"] in ("user.password_too_weak", "user.password_too_short")
     r = client.post("/api/v1/users", json={**body, "username": "x", "role": "king"}, headers=auth(client, "admin"))
     assert r.json()["error"]["code"] in ("user.role_invalid", "user.username_invalid")
-    mz_users = [u for u in client.get("/api/v1/users", headers=auth(client, "admin")).json() if u["username"] == "mz_officer"]
+    mz_users = [
+        u for u in client.get("/api/v1/users", headers=auth(client, "admin")).json() if u["username"] == "mz_officer"
+    ]
     r = client.patch(f"/api/v1/users/{mz_users[0]['id']}", json={"is_active": False}, headers=headers)
     assert r.status_code == 404
 
@@ -62,8 +70,9 @@ def test_disabling_or_new_password_revokes_tokens(client):
     officer = auth(client, "ga_officer")
     me = client.get("/api/v1/me", headers=officer).json()
     assert me["role"] == "data_officer" and me["department_code"] == "GA"
-    uid = [u for u in client.get("/api/v1/users", headers=auth(client, "ga_admin")).json()
-           if u["username"] == "ga_officer"][0]["id"]
+    uid = [
+        u for u in client.get("/api/v1/users", headers=auth(client, "ga_admin")).json() if u["username"] == "ga_officer"
+    ][0]["id"]
     r = client.patch(f"/api/v1/users/{uid}", json={"password": "N3w!password"}, headers=auth(client, "ga_admin"))
     assert r.status_code == 200
     r = client.get("/api/v1/me", headers=officer)
@@ -78,12 +87,18 @@ def test_disabling_or_new_password_revokes_tokens(client):
 def test_bad_and_expired_tokens(client, settings):
     r = client.get("/api/v1/me", headers={"Authorization": "Bearer nonsense"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "auth.token_invalid"
-    expired = jwt.encode({"sub": "1", "kind": "user", "ver": 0, "iss": "datatong", "exp": int(time.time()) - 5},
-                         settings.secret_key, algorithm="HS256")
+    expired = jwt.encode(
+        {"sub": "1", "kind": "user", "ver": 0, "iss": "datatong", "exp": int(time.time()) - 5},
+        settings.secret_key,
+        algorithm="HS256",
+    )
     r = client.get("/api/v1/me", headers={"Authorization": f"Bearer {expired}"})
     assert r.json()["error"]["code"] == "auth.token_expired"
-    forged = jwt.encode({"sub": "1", "kind": "user", "ver": 0, "iss": "datatong", "exp": int(time.time()) + 60},
-                        "wrong-key-of-a-decent-length-0123456789", algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": "1", "kind": "user", "ver": 0, "iss": "datatong", "exp": int(time.time()) + 60},
+        "wrong-key-of-a-decent-length-0123456789",
+        algorithm="HS256",
+    )
     assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
     r = client.post("/api/v1/auth/token", json={"username": "nobody", "password": "x"})
     assert r.status_code == 401 and r.json()["error"]["message"] == "用户名或密码错误"
@@ -99,8 +114,9 @@ def test_client_credentials_give_short_lived_tokens(client):
     assert client.get("/api/v1/clients", headers=auth(client, "ga_admin")).json() == []
     r = client.post("/api/v1/auth/client-token", json={"client_id": created["client_id"], "client_secret": "bad"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "auth.bad_client_credentials"
-    r = client.post("/api/v1/auth/client-token", json={"client_id": created["client_id"],
-                                                       "client_secret": created["client_secret"]})
+    r = client.post(
+        "/api/v1/auth/client-token", json={"client_id": created["client_id"], "client_secret": created["client_secret"]}
+    )
     token = r.json()
     assert token["expires_in"] == 15 * 60
     me = client.get("/api/v1/me", headers={"Authorization": "Bearer " + token["access_token"]}).json()
@@ -124,8 +140,10 @@ def _cli(settings, monkeypatch, *args, input=None):
 
 def test_cli_user_create_and_department_import(client, settings, monkeypatch, tmp_path):
     csv_file = tmp_path / "depts.csv"
-    csv_file.write_text("部门代码,部门名称,层级,上级部门代码\nJY,示范市教育局,市,SHI\nJY-1,示范市第一中学,区县,JY\n",
-                        encoding="utf-8-sig")
+    csv_file.write_text(
+        "部门代码,部门名称,层级,上级部门代码\nJY,示范市教育局,市,SHI\nJY-1,示范市第一中学,区县,JY\n",
+        encoding="utf-8-sig",
+    )
     r = _cli(settings, monkeypatch, "department", "import", str(csv_file))
     assert r.exit_code == 0, r.output
     bad = tmp_path / "bad.csv"
@@ -134,11 +152,33 @@ def test_cli_user_create_and_department_import(client, settings, monkeypatch, tm
     assert r.exit_code == 2 and "第 3 行" in r.output
     codes = {d["code"] for d in client.get("/api/v1/departments", headers=auth(client, "admin")).json()}
     assert {"JY", "JY-1"} <= codes and "WS" not in codes  # all or nothing
-    r = _cli(settings, monkeypatch, "user", "create", "jy_officer", "--role", "data_officer",
-             "--department", "JY", "--password", "Jy!officer1")
+    r = _cli(
+        settings,
+        monkeypatch,
+        "user",
+        "create",
+        "jy_officer",
+        "--role",
+        "data_officer",
+        "--department",
+        "JY",
+        "--password",
+        "Jy!officer1",
+    )
     assert r.exit_code == 0, r.output
     r = client.post("/api/v1/auth/token", json={"username": "jy_officer", "password": "Jy!officer1"})
     assert r.status_code == 200
-    r = _cli(settings, monkeypatch, "user", "create", "x2", "--role", "data_officer", "--department", "NOPE",
-             "--password", "Jy!officer1")
+    r = _cli(
+        settings,
+        monkeypatch,
+        "user",
+        "create",
+        "x2",
+        "--role",
+        "data_officer",
+        "--department",
+        "NOPE",
+        "--password",
+        "Jy!officer1",
+    )
     assert r.exit_code == 2 and "NOPE" in r.output

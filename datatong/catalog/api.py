@@ -31,25 +31,54 @@ Db = Depends(get_session)
 Who = Depends(get_principal)
 
 
-def entry_out(entry: CatalogEntry) -> EntryOut:
-    return EntryOut.model_validate({
-        **{c: getattr(entry, c) for c in EntryOut.model_fields if hasattr(entry, c) and c != "items"},
-        "class_name": entry.catalog_class.name,
-        "provider_name": entry.provider.name,
-        "status_label": vocab.STATUSES.get(entry.status, entry.status),
-        "items": [{**{c: getattr(i, c) for c in ("id", "name", "code", "data_type", "length", "description",
-                                                 "sensitivity", "is_authoritative")},
-                   "data_type_label": vocab.DATA_TYPES.get(i.data_type, ""),
-                   "sensitivity_label": vocab.SENSITIVITIES.get(i.sensitivity, "")} for i in entry.items],
-    })
+def entry_out(entry: CatalogEntry, principal: Principal) -> EntryOut:
+    hidden = {} if service.may_see_no_share_basis(principal, entry) else {"no_share_basis": None}
+    return EntryOut.model_validate(
+        {
+            **{c: getattr(entry, c) for c in EntryOut.model_fields if hasattr(entry, c) and c != "items"},
+            **hidden,
+            "class_name": entry.catalog_class.name,
+            "provider_name": entry.provider.name,
+            "status_label": vocab.STATUSES.get(entry.status, entry.status),
+            "items": [
+                {
+                    **{
+                        c: getattr(i, c)
+                        for c in (
+                            "id",
+                            "name",
+                            "code",
+                            "data_type",
+                            "length",
+                            "description",
+                            "sensitivity",
+                            "is_authoritative",
+                        )
+                    },
+                    "data_type_label": vocab.DATA_TYPES.get(i.data_type, ""),
+                    "sensitivity_label": vocab.SENSITIVITIES.get(i.sensitivity, ""),
+                }
+                for i in entry.items
+            ],
+        }
+    )
 
 
 def summary_out(entry: CatalogEntry) -> EntrySummary:
     return EntrySummary(
-        id=entry.id, code=entry.code, name=entry.name, summary=entry.summary,
-        provider_code=entry.provider_code, provider_name=entry.provider.name, class_code=entry.class_code,
-        share_type=entry.share_type, update_cycle=entry.update_cycle, format_category=entry.format_category,
-        is_open=entry.is_open, status=entry.status, modified_at=entry.modified_at,
+        id=entry.id,
+        code=entry.code,
+        name=entry.name,
+        summary=entry.summary,
+        provider_code=entry.provider_code,
+        provider_name=entry.provider.name,
+        class_code=entry.class_code,
+        share_type=entry.share_type,
+        update_cycle=entry.update_cycle,
+        format_category=entry.format_category,
+        is_open=entry.is_open,
+        status=entry.status,
+        modified_at=entry.modified_at,
     )
 
 
@@ -68,42 +97,63 @@ def search_params(
     cursor: str | None = Query(None, max_length=500, description="上一页返回的 next_cursor"),
     facets: bool = Query(True),
 ) -> service.SearchParams:
-    return service.SearchParams(q=q, provider=provider, class_code=class_code, share_type=share_type,
-                                update_cycle=update_cycle, format=format, open=open, status=status,
-                                modified_since=modified_since, sort=sort, limit=limit, cursor=cursor,
-                                facets=facets)
+    return service.SearchParams(
+        q=q,
+        provider=provider,
+        class_code=class_code,
+        share_type=share_type,
+        update_cycle=update_cycle,
+        format=format,
+        open=open,
+        status=status,
+        modified_since=modified_since,
+        sort=sort,
+        limit=limit,
+        cursor=cursor,
+        facets=facets,
+    )
 
 
 @router.get("/entries", response_model=SearchOut, summary="检索目录（分词、分面、游标翻页）")
-def search_entries(request: Request, params: service.SearchParams = Depends(search_params),
-                   session: Session = Db, principal: Principal = Who) -> SearchOut:
+def search_entries(
+    request: Request,
+    params: service.SearchParams = Depends(search_params),
+    session: Session = Db,
+    principal: Principal = Who,
+) -> SearchOut:
     result = service.search(session, principal, params, request.app.state.settings.anonymous_catalog)
     return SearchOut(
-        total=result.total, results=[summary_out(e) for e in result.entries], next_cursor=result.next_cursor,
-        facets={k: [FacetValue(value=v, label=lab, count=n) for v, lab, n in vals]
-                for k, vals in result.facets.items()},
+        total=result.total,
+        results=[summary_out(e) for e in result.entries],
+        next_cursor=result.next_cursor,
+        facets={
+            k: [FacetValue(value=v, label=lab, count=n) for v, lab, n in vals] for k, vals in result.facets.items()
+        },
     )
 
 
 @router.post("/entries", response_model=EntryOut, status_code=201, summary="新建信息资源（草稿）")
 def create_entry(body: EntryCreate, session: Session = Db, principal: Principal = Who) -> EntryOut:
-    return entry_out(service.create_entry(session, principal, body, body.reason))
+    return entry_out(service.create_entry(session, principal, body, body.reason), principal)
 
 
 @router.get("/entries/{entry_id}", response_model=EntryOut, summary="信息资源详情")
 def get_entry(entry_id: int, request: Request, session: Session = Db, principal: Principal = Who) -> EntryOut:
-    return entry_out(service.get_entry(session, principal, entry_id, request.app.state.settings.anonymous_catalog))
+    return entry_out(
+        service.get_entry(session, principal, entry_id, request.app.state.settings.anonymous_catalog),
+        principal,
+    )
 
 
 @router.get("/by-code/{code:path}", response_model=EntryOut, summary="按信息资源代码查询")
 def get_by_code(code: str, request: Request, session: Session = Db, principal: Principal = Who) -> EntryOut:
     settings = request.app.state.settings
-    return entry_out(service.get_entry_by_code(session, principal, code, settings.anonymous_catalog))
+    return entry_out(service.get_entry_by_code(session, principal, code, settings.anonymous_catalog), principal)
 
 
 @router.put("/entries/{entry_id}", response_model=EntryOut, summary="修改信息资源（生成新版本，须填原因）")
 def update_entry(entry_id: int, body: EntryUpdate, session: Session = Db, principal: Principal = Who) -> EntryOut:
-    return entry_out(service.update_entry(session, principal, entry_id, body, body.reason))
+    return entry_out(service.update_entry(session, principal, entry_id, body, body.reason), principal)
 
 
 @router.get("/entries/{entry_id}/versions", response_model=list[VersionOut], summary="版本历史（含差异）")
@@ -112,19 +162,20 @@ def versions(entry_id: int, session: Session = Db, principal: Principal = Who) -
 
 
 @router.post("/entries/{entry_id}/submit", response_model=EntryOut, summary="提交发布审核")
-def submit(entry_id: int, body: ReasonIn | None = None, session: Session = Db,
-           principal: Principal = Who) -> EntryOut:
-    return entry_out(service.transition(session, principal, entry_id, "submit", body.reason if body else None))
+def submit(entry_id: int, body: ReasonIn | None = None, session: Session = Db, principal: Principal = Who) -> EntryOut:
+    return entry_out(
+        service.transition(session, principal, entry_id, "submit", body.reason if body else None), principal
+    )
 
 
 @router.post("/entries/{entry_id}/revoke", response_model=EntryOut, summary="申请撤销（须填理由）")
 def request_revoke(entry_id: int, body: ReasonIn, session: Session = Db, principal: Principal = Who) -> EntryOut:
-    return entry_out(service.transition(session, principal, entry_id, "request_revoke", body.reason))
+    return entry_out(service.transition(session, principal, entry_id, "request_revoke", body.reason), principal)
 
 
 @router.post("/entries/{entry_id}/review", response_model=EntryOut, summary="平台管理员审核（发布或撤销）")
 def review(entry_id: int, body: ReviewIn, session: Session = Db, principal: Principal = Who) -> EntryOut:
-    return entry_out(service.review(session, principal, entry_id, body.decision, body.reason))
+    return entry_out(service.review(session, principal, entry_id, body.decision, body.reason), principal)
 
 
 @router.get("/classes", response_model=list[ClassOut], summary="信息资源分类")

@@ -87,7 +87,9 @@ class CatalogEntry(Base):
     provider: Mapped[Department] = relationship(lazy="joined")
     catalog_class: Mapped[CatalogClass] = relationship(lazy="joined")
     items: Mapped[list[DataItem]] = relationship(
-        back_populates="entry", order_by="DataItem.position", cascade="all, delete-orphan",
+        back_populates="entry",
+        order_by="DataItem.position",
+        cascade="all, delete-orphan",
         lazy="selectin",
     )
 
@@ -98,9 +100,7 @@ class DataItem(Base):
     __tablename__ = "catalog_item"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    entry_id: Mapped[int] = mapped_column(
-        ForeignKey("catalog_entry.id", ondelete="CASCADE"), index=True
-    )
+    entry_id: Mapped[int] = mapped_column(ForeignKey("catalog_entry.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(200))
     code: Mapped[str | None] = mapped_column(String(64))

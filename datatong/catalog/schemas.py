@@ -14,8 +14,7 @@ class ItemIn(BaseModel):
     data_type: str = Field(max_length=2, description="数据类型 C/N/Y/D/T/L/M/G/B/I/F")
     length: int | None = Field(default=None, ge=1, le=1_000_000, description="长度")
     description: str | None = Field(default=None, max_length=2000)
-    sensitivity: str = Field(default="internal", max_length=16,
-                             description="public/internal/sensitive/personal")
+    sensitivity: str = Field(default="internal", max_length=16, description="public/internal/sensitive/personal")
     is_authoritative: bool = Field(default=False, description="本部门是否为权威来源")
 
 
@@ -25,8 +24,8 @@ class EntryIn(BaseModel):
     name: str = Field(max_length=300, description="信息资源名称")
     class_code: str = Field(max_length=32, description="信息资源分类代码（类/项/目/细目）")
     provider_code: str | None = Field(
-        default=None, max_length=32,
-        description="提供方代码；默认是当前用户所在部门，仅平台管理员可代其他部门编目")
+        default=None, max_length=32, description="提供方代码；默认是当前用户所在部门，仅平台管理员可代其他部门编目"
+    )
     provider_unit: str | None = Field(default=None, max_length=200, description="提供方内部部门")
     summary: str = Field(max_length=4000, description="摘要")
     keywords: str | None = Field(default=None, max_length=500, description="关键字，逗号分隔")
@@ -47,8 +46,10 @@ class EntryIn(BaseModel):
     service_info: str | None = Field(default=None, max_length=4000)
     metadata_maintainer: str | None = Field(default=None, max_length=200)
     code: str | None = Field(
-        default=None, max_length=80,
-        description="已有的信息资源代码（仅导入时使用，如 GB/T 21063.5 标识符）；留空则自动生成")
+        default=None,
+        max_length=80,
+        description="已有的信息资源代码（仅导入时使用，如 GB/T 21063.5 标识符）；留空则自动生成",
+    )
     items: list[ItemIn] = Field(default_factory=list, max_length=2000)
 
 

@@ -38,8 +38,9 @@ def _authenticated(principal: Principal) -> None:
 def login(body: LoginIn, request: Request, session: Session = Db) -> TokenOut:
     settings = request.app.state.settings
     user = service.authenticate(session, body.username, body.password)
-    token, ttl = service.issue_token(settings.secret_key, str(user.id), "user", user.token_version,
-                                     settings.access_token_minutes)
+    token, ttl = service.issue_token(
+        settings.secret_key, str(user.id), "user", user.token_version, settings.access_token_minutes
+    )
     return TokenOut(access_token=token, expires_in=ttl)
 
 
@@ -47,20 +48,28 @@ def login(body: LoginIn, request: Request, session: Session = Db) -> TokenOut:
 def client_token(body: ClientTokenIn, request: Request, session: Session = Db) -> TokenOut:
     settings = request.app.state.settings
     if body.grant_type != "client_credentials":
-        raise service.invalid("auth.grant_type_invalid", "grant_type 须为 client_credentials",
-                              "grant_type must be client_credentials", "grant_type")
+        raise service.invalid(
+            "auth.grant_type_invalid",
+            "grant_type 须为 client_credentials",
+            "grant_type must be client_credentials",
+            "grant_type",
+        )
     app = service.authenticate_client(session, body.client_id, body.client_secret)
-    token, ttl = service.issue_token(settings.secret_key, app.client_id, "client", 0,
-                                     settings.client_token_minutes)
+    token, ttl = service.issue_token(settings.secret_key, app.client_id, "client", 0, settings.client_token_minutes)
     return TokenOut(access_token=token, expires_in=ttl)
 
 
 @router.get("/me", response_model=MeOut, summary="当前身份")
 def me(principal: Principal = Who) -> MeOut:
     _authenticated(principal)
-    return MeOut(kind=principal.kind, username=principal.username, display_name=principal.display_name,
-                 role=principal.role, department_id=principal.department_id,
-                 department_code=principal.department_code)
+    return MeOut(
+        kind=principal.kind,
+        username=principal.username,
+        display_name=principal.display_name,
+        role=principal.role,
+        department_id=principal.department_id,
+        department_code=principal.department_code,
+    )
 
 
 @router.get("/departments", response_model=list[DepartmentOut], summary="部门列表")
@@ -71,8 +80,9 @@ def departments(session: Session = Db, principal: Principal = Who) -> list[Depar
 
 @router.post("/departments", response_model=DepartmentOut, status_code=201, summary="新建部门（平台管理员）")
 def create_department(body: DepartmentIn, session: Session = Db, principal: Principal = Who) -> DepartmentOut:
-    dept = service.create_department(session, principal, body.code, body.name, body.level,
-                                     body.parent_code, body.short_name, body.contact)
+    dept = service.create_department(
+        session, principal, body.code, body.name, body.level, body.parent_code, body.short_name, body.contact
+    )
     return DepartmentOut.model_validate(dept)
 
 
@@ -83,8 +93,9 @@ def department(department_id: int, session: Session = Db, principal: Principal =
 
 
 @router.patch("/departments/{department_id}", response_model=DepartmentOut, summary="修改部门信息")
-def update_department(department_id: int, body: DepartmentUpdate, session: Session = Db,
-                      principal: Principal = Who) -> DepartmentOut:
+def update_department(
+    department_id: int, body: DepartmentUpdate, session: Session = Db, principal: Principal = Who
+) -> DepartmentOut:
     _authenticated(principal)
     dept = service.update_department(session, principal, department_id, **body.model_dump())
     return DepartmentOut.model_validate(dept)
@@ -99,8 +110,9 @@ def users(session: Session = Db, principal: Principal = Who) -> list[UserOut]:
 def create_user(body: UserIn, session: Session = Db, principal: Principal = Who) -> UserOut:
     _authenticated(principal)
     service.require_role(principal, service.Role.PLATFORM_ADMIN, service.Role.DEPT_ADMIN)
-    user = service.create_user(session, principal, body.username, body.display_name, body.password,
-                               body.role, body.department_code)
+    user = service.create_user(
+        session, principal, body.username, body.display_name, body.password, body.role, body.department_code
+    )
     return UserOut.model_validate(user)
 
 

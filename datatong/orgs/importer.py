@@ -8,8 +8,14 @@ from pathlib import Path
 
 from datatong.errors import invalid
 
-HEADERS = {"部门代码": "code", "部门名称": "name", "层级": "level", "上级部门代码": "parent_code",
-           "简称": "short_name", "联系方式": "contact"}
+HEADERS = {
+    "部门代码": "code",
+    "部门名称": "name",
+    "层级": "level",
+    "上级部门代码": "parent_code",
+    "简称": "short_name",
+    "联系方式": "contact",
+}
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -29,6 +35,10 @@ def read_rows(path: Path) -> list[dict[str, str]]:
     header = [HEADERS.get(h.strip(), h.strip()) for h in raw[0]]
     missing = {"code", "name", "level"} - set(header)
     if missing:
-        raise invalid("file.columns_missing", f"缺少列：{', '.join(sorted(missing))}",
-                      f"Missing columns: {', '.join(sorted(missing))}", "file")
+        raise invalid(
+            "file.columns_missing",
+            f"缺少列：{', '.join(sorted(missing))}",
+            f"Missing columns: {', '.join(sorted(missing))}",
+            "file",
+        )
     return [dict(zip(header, (c.strip() for c in row), strict=False)) for row in raw[1:] if any(row)]

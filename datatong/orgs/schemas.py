@@ -38,8 +38,7 @@ class UserIn(BaseModel):
     display_name: str = Field(max_length=100)
     password: str = Field(max_length=200)
     role: str = Field(max_length=32, description="platform_admin/dept_admin/data_officer/auditor")
-    department_code: str | None = Field(
-        default=None, max_length=32, description="所属部门代码；默认与当前管理员相同")
+    department_code: str | None = Field(default=None, max_length=32, description="所属部门代码；默认与当前管理员相同")
 
 
 class UserUpdate(BaseModel):

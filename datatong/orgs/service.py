@@ -62,8 +62,13 @@ ANONYMOUS = Principal("anonymous", None, "anonymous", "匿名用户", "anonymous
 
 def principal_for(user: User) -> Principal:
     return Principal(
-        "user", user.id, user.username, user.display_name, user.role,
-        user.department_id, user.department.code,
+        "user",
+        user.id,
+        user.username,
+        user.display_name,
+        user.role,
+        user.department_id,
+        user.department.code,
     )
 
 
@@ -83,7 +88,9 @@ def verify_secret(hashed: str, secret: str) -> bool:
 
 def check_password_policy(password: str) -> None:
     if len(password) < 8:
-        raise invalid("user.password_too_short", "密码至少 8 位", "Password must have at least 8 characters", "password")
+        raise invalid(
+            "user.password_too_short", "密码至少 8 位", "Password must have at least 8 characters", "password"
+        )
     kinds = sum(bool(re.search(p, password)) for p in (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^A-Za-z0-9]"))
     if kinds < 3:
         raise invalid(
@@ -112,11 +119,7 @@ def can_manage_department(principal: Principal, department_id: int) -> bool:
     """Platform admins manage all; a department admin only their own department."""
     if principal.is_platform_admin:
         return True
-    return (
-        principal.kind == "user"
-        and principal.role == Role.DEPT_ADMIN
-        and principal.department_id == department_id
-    )
+    return principal.kind == "user" and principal.role == Role.DEPT_ADMIN and principal.department_id == department_id
 
 
 # ---------------------------------------------------------------- departments
@@ -132,7 +135,9 @@ def get_department(session: Session, department_id: int) -> Department:
 def department_by_code(session: Session, code: str) -> Department:
     dept = session.scalar(select(Department).where(Department.code == code))
     if dept is None:
-        raise invalid("department.unknown", f"部门代码 {code} 不存在", f"Unknown department code {code}", "department_code")
+        raise invalid(
+            "department.unknown", f"部门代码 {code} 不存在", f"Unknown department code {code}", "department_code"
+        )
     return dept
 
 
@@ -168,22 +173,38 @@ def level_from_text(text: str) -> str | None:
 
 
 def create_department(
-    session: Session, principal: Principal, code: str, name: str, level: str,
-    parent_code: str | None = None, short_name: str | None = None, contact: str | None = None,
+    session: Session,
+    principal: Principal,
+    code: str,
+    name: str,
+    level: str,
+    parent_code: str | None = None,
+    short_name: str | None = None,
+    contact: str | None = None,
 ) -> Department:
     require_platform_admin(principal)
     code = (code or "").strip()
     if not CODE_RE.match(code):
-        raise invalid("department.code_invalid", "部门代码只能由字母、数字、-、_、. 组成（最长 32 位）",
-                      "Department code must be letters, digits, '-', '_' or '.' (max 32)", "code")
+        raise invalid(
+            "department.code_invalid",
+            "部门代码只能由字母、数字、-、_、. 组成（最长 32 位）",
+            "Department code must be letters, digits, '-', '_' or '.' (max 32)",
+            "code",
+        )
     if not (name or "").strip():
         raise invalid("department.name_required", "请填写部门名称", "Department name is required", "name")
     if session.scalar(select(Department.id).where(Department.code == code)):
-        raise invalid("department.code_taken", f"部门代码 {code} 已存在", f"Department code {code} already exists", "code")
+        raise invalid(
+            "department.code_taken", f"部门代码 {code} 已存在", f"Department code {code} already exists", "code"
+        )
     parent = department_by_code(session, parent_code) if parent_code else None
     dept = Department(
-        code=code, name=name.strip(), level=_check_level(level, parent),
-        parent_id=parent.id if parent else None, short_name=short_name, contact=contact,
+        code=code,
+        name=name.strip(),
+        level=_check_level(level, parent),
+        parent_id=parent.id if parent else None,
+        short_name=short_name,
+        contact=contact,
     )
     session.add(dept)
     session.flush()
@@ -219,8 +240,12 @@ def _check_role(role: str) -> str:
         for value, label in ROLE_LABELS.items():
             if role == label:
                 return value.value
-        raise invalid("user.role_invalid", "角色须为 平台管理员/部门管理员/数据管理员/审计员",
-                      "Role must be platform_admin, dept_admin, data_officer or auditor", "role")
+        raise invalid(
+            "user.role_invalid",
+            "角色须为 平台管理员/部门管理员/数据管理员/审计员",
+            "Role must be platform_admin, dept_admin, data_officer or auditor",
+            "role",
+        )
     return role
 
 
@@ -231,21 +256,32 @@ def _check_assignable(principal: Principal, role: str, department_id: int) -> No
     if not can_manage_department(principal, department_id):
         raise Forbidden("只能管理本部门的用户", "You may manage only users of your own department")
     if role not in (Role.DEPT_ADMIN, Role.DATA_OFFICER):
-        raise Forbidden("部门管理员只能分配部门管理员或数据管理员角色",
-                        "A department admin may assign only dept_admin or data_officer")
+        raise Forbidden(
+            "部门管理员只能分配部门管理员或数据管理员角色",
+            "A department admin may assign only dept_admin or data_officer",
+        )
 
 
 def create_user(
-    session: Session, principal: Principal | None, username: str, display_name: str,
-    password: str, role: str, department_code: str | None = None,
+    session: Session,
+    principal: Principal | None,
+    username: str,
+    display_name: str,
+    password: str,
+    role: str,
+    department_code: str | None = None,
 ) -> User:
     """Create a user. ``principal`` None means the operator at the CLI (trusted)."""
     if principal is not None and not principal.is_authenticated:
         raise Unauthenticated()
     username = (username or "").strip()
     if not USERNAME_RE.match(username):
-        raise invalid("user.username_invalid", "用户名为 2–64 位字母、数字或 _.@-",
-                      "Username must be 2-64 letters, digits or _.@-", "username")
+        raise invalid(
+            "user.username_invalid",
+            "用户名为 2–64 位字母、数字或 _.@-",
+            "Username must be 2-64 letters, digits or _.@-",
+            "username",
+        )
     if not (display_name or "").strip():
         raise invalid("user.display_name_required", "请填写姓名", "Display name is required", "display_name")
     role = _check_role(role)
@@ -260,8 +296,13 @@ def create_user(
     check_password_policy(password)
     if session.scalar(select(User.id).where(User.username == username)):
         raise invalid("user.username_taken", f"用户名 {username} 已被使用", f"Username {username} is taken", "username")
-    user = User(username=username, display_name=display_name.strip(), role=role,
-                department_id=dept.id, password_hash=hash_secret(password))
+    user = User(
+        username=username,
+        display_name=display_name.strip(),
+        role=role,
+        department_id=dept.id,
+        password_hash=hash_secret(password),
+    )
     session.add(user)
     session.flush()
     return user
@@ -275,16 +316,28 @@ def list_users(session: Session, principal: Principal) -> list[User]:
     return list(session.scalars(stmt))
 
 
-def update_user(session: Session, principal: Principal, user_id: int, *, display_name: str | None = None,
-                password: str | None = None, role: str | None = None, is_active: bool | None = None) -> User:
+def update_user(
+    session: Session,
+    principal: Principal,
+    user_id: int,
+    *,
+    display_name: str | None = None,
+    password: str | None = None,
+    role: str | None = None,
+    is_active: bool | None = None,
+) -> User:
     user = get_user(session, user_id)
     new_role = _check_role(role) if role else user.role
     _check_assignable(principal, new_role, user.department_id)
     if not principal.is_platform_admin and user.role not in (Role.DEPT_ADMIN, Role.DATA_OFFICER):
         raise Forbidden("只能管理本部门的用户", "You may manage only users of your own department")
     if user.id == principal.id and (is_active is False or (role and role != user.role)):
-        raise invalid("user.self_lockout", "不能停用自己或修改自己的角色",
-                      "You cannot disable yourself or change your own role", "role")
+        raise invalid(
+            "user.self_lockout",
+            "不能停用自己或修改自己的角色",
+            "You cannot disable yourself or change your own role",
+            "role",
+        )
     if display_name is not None:
         if not display_name.strip():
             raise invalid("user.display_name_required", "请填写姓名", "Display name is required", "display_name")
@@ -325,8 +378,11 @@ def authenticate(session: Session, username: str, password: str) -> User:
 def issue_token(secret_key: str, subject: str, kind: str, version: int, minutes: int) -> tuple[str, int]:
     now = utcnow()
     claims = {
-        "sub": subject, "kind": kind, "ver": version,
-        "iat": int(now.timestamp()), "exp": int((now + timedelta(minutes=minutes)).timestamp()),
+        "sub": subject,
+        "kind": kind,
+        "ver": version,
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(minutes=minutes)).timestamp()),
         "iss": "datatong",
     }
     return jwt.encode(claims, secret_key, algorithm=JWT_ALG), minutes * 60
@@ -343,27 +399,35 @@ def principal_from_token(session: Session, secret_key: str, token: str) -> Princ
         app = session.scalar(select(ClientApp).where(ClientApp.client_id == claims.get("sub")))
         if app is None or not app.is_active:
             raise Unauthenticated("应用已停用", "Client disabled", "auth.token_invalid")
-        return Principal("client", app.id, app.client_id, app.name, "client",
-                         app.department_id, app.department.code)
+        return Principal("client", app.id, app.client_id, app.name, "client", app.department_id, app.department.code)
     user = session.get(User, int(claims.get("sub", 0)))
     if user is None or not user.is_active or user.token_version != claims.get("ver"):
         raise Unauthenticated("令牌已失效，请重新登录", "Token revoked", "auth.token_invalid")
     return principal_for(user)
 
 
-def create_client(session: Session, principal: Principal, name: str,
-                  department_code: str | None = None) -> tuple[ClientApp, str]:
+def create_client(
+    session: Session, principal: Principal, name: str, department_code: str | None = None
+) -> tuple[ClientApp, str]:
     """Register a system; returns the secret once (only its hash is kept)."""
     require_role(principal, Role.PLATFORM_ADMIN, Role.DEPT_ADMIN)
-    dept = (department_by_code(session, department_code) if department_code
-            else get_department(session, principal.department_id or 0))
+    dept = (
+        department_by_code(session, department_code)
+        if department_code
+        else get_department(session, principal.department_id or 0)
+    )
     if not can_manage_department(principal, dept.id):
         raise Forbidden("只能为本部门注册应用", "You may register systems only for your own department")
     if not (name or "").strip():
         raise invalid("client.name_required", "请填写业务系统名称", "System name is required", "name")
     secret = secrets.token_urlsafe(32)
-    app = ClientApp(client_id="dt_" + secrets.token_hex(8), secret_hash=hash_secret(secret),
-                    name=name.strip(), department_id=dept.id, created_by_id=principal.id)
+    app = ClientApp(
+        client_id="dt_" + secrets.token_hex(8),
+        secret_hash=hash_secret(secret),
+        name=name.strip(),
+        department_id=dept.id,
+        created_by_id=principal.id,
+    )
     session.add(app)
     session.flush()
     return app, secret
@@ -397,9 +461,16 @@ def import_departments(session: Session, principal: Principal | None, rows: list
     created = 0
     for number, row in enumerate(rows, start=2):
         try:
-            create_department(session, actor, row.get("code", ""), row.get("name", ""),
-                              row.get("level", ""), row.get("parent_code") or None,
-                              row.get("short_name") or None, row.get("contact") or None)
+            create_department(
+                session,
+                actor,
+                row.get("code", ""),
+                row.get("name", ""),
+                row.get("level", ""),
+                row.get("parent_code") or None,
+                row.get("short_name") or None,
+                row.get("contact") or None,
+            )
         except AppError as exc:
             exc.message = f"第 {number} 行：{exc.message}"
             exc.message_en = f"Row {number}: {exc.message_en}"

@@ -40,17 +40,22 @@ def install(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         first = details[0]["field"] if details else ""
-        body = {"error": {
-            "code": "validation_error",
-            "message": f"请求参数不正确：{first}" if first else "请求参数不正确",
-            "message_en": f"Invalid request: {first}" if first else "Invalid request",
-            "field": first or None,
-            "details": details,
-        }}
+        body = {
+            "error": {
+                "code": "validation_error",
+                "message": f"请求参数不正确：{first}" if first else "请求参数不正确",
+                "message_en": f"Invalid request: {first}" if first else "Invalid request",
+                "field": first or None,
+                "details": details,
+            }
+        }
         return JSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code, zh, en = HTTP_CODES.get(exc.status_code, ("http_error", "请求失败", "Request failed"))
-        return JSONResponse({"error": {"code": code, "message": zh, "message_en": en}},
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"error": {"code": code, "message": zh, "message_en": en}},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
