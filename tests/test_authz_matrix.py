@@ -38,6 +38,11 @@ def _pending(client: Any) -> dict[str, Any]:
     return e
 
 
+IMPORT_CSV = (
+    "信息资源名称,信息资源分类代码,摘要,信息资源格式分类,共享类型,共享方式,更新周期,信息项名称,数据类型,长度\n"
+    "户籍人口基本信息,101,全市户籍人口基本信息,数据库,无条件共享,共享平台,每日,身份证号,C,18\n"
+).encode()
+
 # (method, path) -> (roles allowed, request builder)
 MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
     ("POST", "/api/v1/auth/token"): (ALL, lambda c, w: {"json": {"username": "ga_officer", "password": PASSWORD}}),
@@ -121,6 +126,9 @@ MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
         ALL,
         lambda c, w: {"path": {"action": "package_search"}, "json": {"q": "人口"}},
     ),
+    ("GET", "/api/v1/catalog/template.xlsx"): (ALL, lambda c, w: {}),
+    ("POST", "/api/v1/catalog/import"): (EDITORS, lambda c, w: {"files": {"file": ("目录.csv", IMPORT_CSV)}}),
+    ("GET", "/api/v1/catalog/export"): (ALL, lambda c, w: {"params": {"format": "csv"}}),
     ("GET", "/api/v1/catalog/classes"): (ALL, lambda c, w: {}),
     ("POST", "/api/v1/catalog/classes"): ({"admin"}, lambda c, w: {"json": {"code": "101009", "name": "x"}}),
     ("PATCH", "/api/v1/catalog/classes/{class_id}"): (
