@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from datatong.errors import AppError
@@ -26,6 +26,14 @@ HTTP_CODES = {
 def _location(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
     return ".".join(parts)
+
+
+def _wants_html(request: Request) -> bool:
+    """A browser asking for a page (not the API) gets an HTML error page."""
+    path = request.url.path
+    if path.startswith(("/api/", "/static/", "/openapi.json", "/docs", "/redoc")):
+        return False
+    return "text/html" in request.headers.get("accept", "")
 
 
 def install(app: FastAPI) -> None:
@@ -52,8 +60,12 @@ def install(app: FastAPI) -> None:
         return JSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code, zh, en = HTTP_CODES.get(exc.status_code, ("http_error", "请求失败", "Request failed"))
+        if _wants_html(request):
+            from datatong.web.pages import error_page
+
+            return error_page(request, AppError(code, zh, en, status_code=exc.status_code))
         return JSONResponse(
             {"error": {"code": code, "message": zh, "message_en": en}},
             status_code=exc.status_code,
