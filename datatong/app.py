@@ -44,30 +44,13 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         https_only=settings.cookie_secure,
     )
     errors.install(app)
-    from datatong.catalog.api import router as catalog_router
-    from datatong.orgs.api import router as orgs_router
+    from datatong.catalog import api as catalog_api
+    from datatong.catalog import ckan, dcat, files_api
+    from datatong.orgs import api as orgs_api
+    from datatong.web import pages
 
-    app.include_router(orgs_router)
-    app.include_router(catalog_router)
-    _optional_routers(app)
+    for module in (orgs_api, catalog_api, files_api, dcat, ckan, pages):
+        app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
-
-def _optional_routers(app: FastAPI) -> None:
-    """Routers of the interoperability and page modules."""
-    import importlib
-
-    for module in (
-        "datatong.catalog.files_api",
-        "datatong.catalog.ckan",
-        "datatong.catalog.dcat",
-        "datatong.web.pages",
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        app.include_router(mod.router)

@@ -137,7 +137,29 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
     from datatong.app import create_app
 
-    uvicorn.run(create_app(_settings()), host=host, port=port, log_level="info")
+    settings = _settings()
+    app_ = create_app(settings)
+    _warm_search_index(settings.database_url)
+    uvicorn.run(app_, host=host, port=port, log_level="info")
+
+
+def _warm_search_index(url: str) -> None:
+    """Load the in-memory search index in the background, so the first searches on a
+    large catalog do not wait for it (they use SQL until it is ready)."""
+    import threading
+
+    from datatong.catalog import search
+    from datatong.db import session_scope
+
+    def run() -> None:
+        try:
+            with session_scope(url) as session:
+                seconds = search.warm(session)
+            console.print(f"检索索引已加载（{seconds:.1f} 秒）")
+        except Exception as exc:  # the SQL path still answers; say why the index did not load
+            console.print(f"[yellow]检索索引未能预加载[/yellow]：{type(exc).__name__}")
+
+    threading.Thread(target=run, name="search-warmup", daemon=True).start()
 
 
 @app.command()
@@ -151,7 +173,7 @@ def demo(
     from datatong.demo import seed_demo
 
     settings = _settings()
-    seed_demo(settings, entries=entries, console=console)
+    seed_demo(settings, entries=entries, console=console, url=f"http://{host}:{port}")
     if serve_:
         serve(host=host, port=port)
 

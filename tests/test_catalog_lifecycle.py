@@ -150,3 +150,16 @@ def test_no_share_basis_is_for_the_operator_and_the_provider(client):
     )
     other = client.get(path, headers=auth(client, "mz_officer")).json()
     assert other["share_type"] == "none" and other["no_share_basis"] is None
+
+
+def test_history_hides_no_share_basis_from_other_departments(client):
+    e = create_entry(client, publish=True)
+    body = entry_body(share_type="none", share_method=None, no_share_basis="涉及国家秘密", reason="调整共享属性")
+    r = client.put(f"/api/v1/catalog/entries/{e['id']}", json=body, headers=auth(client, "ga_officer"))
+    assert r.status_code == 200, r.text
+    path = f"/api/v1/catalog/entries/{e['id']}/versions"
+    mine = client.get(path, headers=auth(client, "ga_officer")).json()[0]["changes"]
+    theirs = client.get(path, headers=auth(client, "mz_officer")).json()[0]["changes"]
+    assert "no_share_basis" in {c["field"] for c in mine}
+    assert "no_share_basis" not in {c["field"] for c in theirs}
+    assert "share_type" in {c["field"] for c in theirs}

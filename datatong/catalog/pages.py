@@ -29,7 +29,7 @@ from datatong.web.pages import (
     safe_next,
 )
 
-router = APIRouter(route_class=PageRoute, include_in_schema=False)
+router: APIRouter = APIRouter(route_class=PageRoute, include_in_schema=False)
 
 FILTERS = ("provider", "class", "share_type", "update_cycle", "format", "open")
 SORT_LABELS = {"relevance": "相关度", "modified": "最近更新", "name": "名称", "code": "代码"}

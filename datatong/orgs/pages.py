@@ -21,7 +21,7 @@ from datatong.web.pages import (
     place_errors,
 )
 
-router = APIRouter(route_class=PageRoute, include_in_schema=False)
+router: APIRouter = APIRouter(route_class=PageRoute, include_in_schema=False)
 
 DEPT_FIELDS = ("code", "name", "short_name", "level", "parent_code", "contact")
 LEVELS = {str(k): v for k, v in LEVEL_LABELS.items()}
