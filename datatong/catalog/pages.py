@@ -9,11 +9,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sqlalchemy import select
 from starlette.datastructures import FormData
 
 from datatong.catalog import service, vocab
-from datatong.catalog.models import CatalogEntry, EntryVersion
+from datatong.catalog.models import CatalogEntry
 from datatong.catalog.schemas import EntryCreate, EntryIn, EntryUpdate
 from datatong.errors import AppError, Forbidden
 from datatong.orgs import service as orgs
@@ -647,24 +646,6 @@ def edit_entry(entry_id: int, form: FormData = CheckedForm, page: Page = PageDep
 # ---------------------------------------------------------------- review queue
 
 
-def _latest_reasons(page: Page, entry_ids: list[int]) -> dict[int, str | None]:
-    """The reason given with each entry's latest step (why it awaits review).
-
-    Read-only helper kept here until the catalog service offers it.
-    """
-    if not entry_ids:
-        return {}
-    rows = page.session.execute(
-        select(EntryVersion.entry_id, EntryVersion.reason)
-        .where(EntryVersion.entry_id.in_(entry_ids))
-        .order_by(EntryVersion.entry_id, EntryVersion.version.desc())
-    )
-    reasons: dict[int, str | None] = {}
-    for entry_id, reason in rows:
-        reasons.setdefault(entry_id, reason)
-    return reasons
-
-
 @router.get("/review")
 def review_queue(page: Page = PageDep) -> Response:
     orgs.require_platform_admin(page.principal)
@@ -677,7 +658,7 @@ def review_queue(page: Page = PageDep) -> Response:
                 "status": status,
                 "title": title,
                 "result": result,
-                "reasons": _latest_reasons(page, [e.id for e in result.entries]),
+                "reasons": service.latest_reasons(page.session, [e.id for e in result.entries]),
             }
         )
     return page.render("review.html", queues=queues)

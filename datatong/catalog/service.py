@@ -261,6 +261,21 @@ def list_versions(session: Session, principal: Principal, entry_id: int) -> list
     return [_without_no_share_basis(v) for v in versions]
 
 
+def latest_reasons(session: Session, entry_ids: list[int]) -> dict[int, str | None]:
+    """The reason given with each entry's latest step (why it awaits review)."""
+    if not entry_ids:
+        return {}
+    rows = session.execute(
+        select(EntryVersion.entry_id, EntryVersion.reason)
+        .where(EntryVersion.entry_id.in_(entry_ids))
+        .order_by(EntryVersion.entry_id, EntryVersion.version.desc())
+    )
+    reasons: dict[int, str | None] = {}
+    for entry_id, reason in rows:
+        reasons.setdefault(entry_id, reason)
+    return reasons
+
+
 def _without_no_share_basis(v: EntryVersion) -> EntryVersion:
     """A detached copy (never added to the session) with the 不予共享依据 change left out."""
     return EntryVersion(
