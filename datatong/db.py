@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -21,6 +21,9 @@ NAMING = {
 }
 
 
+T = TypeVar("T")
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: DateTime(timezone=True)}
@@ -28,6 +31,17 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+MAX_ID = 2**63 - 1
+
+
+def get_by_id(session: Session, model: type[T], ident: Any) -> T | None:
+    """``session.get`` that answers None for ids no table can hold (SQLite and
+    PostgreSQL both reject integers beyond 64 bits with an error, not a miss)."""
+    if not isinstance(ident, int) or not 0 < ident <= MAX_ID:
+        return None
+    return session.get(model, ident)
 
 
 def is_sqlite(url_or_engine: Any) -> bool:

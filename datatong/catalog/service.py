@@ -21,7 +21,7 @@ from datatong.catalog import vocab
 from datatong.catalog.models import CatalogClass, CatalogEntry, DataItem, EntryVersion
 from datatong.catalog.rules import RuleError, check_entry
 from datatong.catalog.schemas import EntryIn, ItemIn
-from datatong.db import is_sqlite, utcnow
+from datatong.db import get_by_id, is_sqlite, utcnow
 from datatong.errors import AppError, Forbidden, NotFound, Unauthenticated, ValidationFailed, invalid
 from datatong.orgs.models import Department, Role
 from datatong.orgs.service import Principal, department_by_code, require_platform_admin
@@ -139,7 +139,7 @@ def create_class(session: Session, principal: Principal, code: str, name: str,
 def update_class(session: Session, principal: Principal, class_id: int, name: str | None,
                  description: str | None) -> CatalogClass:
     require_platform_admin(principal)
-    cls = session.get(CatalogClass, class_id)
+    cls = get_by_id(session, CatalogClass, class_id)
     if cls is None:
         raise NotFound("分类", "Class")
     if name is not None:
@@ -235,7 +235,7 @@ def visibility_clause(principal: Principal, anonymous_catalog: str = "open") -> 
 
 def get_entry(session: Session, principal: Principal, entry_id: int,
               anonymous_catalog: str = "open") -> CatalogEntry:
-    entry = session.get(CatalogEntry, entry_id)
+    entry = get_by_id(session, CatalogEntry, entry_id)
     # An entry the caller may not see is reported as missing: its existence is
     # itself information another department has not published.
     if entry is None or not can_view(principal, entry, anonymous_catalog):

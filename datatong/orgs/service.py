@@ -14,7 +14,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from datatong.db import utcnow
+from datatong.db import get_by_id, utcnow
 from datatong.errors import AppError, Forbidden, NotFound, Unauthenticated, invalid
 from datatong.orgs.models import (
     LEVEL_LABELS,
@@ -126,7 +126,7 @@ def can_manage_department(principal: Principal, department_id: int) -> bool:
 
 
 def get_department(session: Session, department_id: int) -> Department:
-    dept = session.get(Department, department_id)
+    dept = get_by_id(session, Department, department_id)
     if dept is None:
         raise NotFound("部门", "Department")
     return dept
@@ -229,7 +229,7 @@ def update_department(session: Session, principal: Principal, department_id: int
 
 
 def get_user(session: Session, user_id: int) -> User:
-    user = session.get(User, user_id)
+    user = get_by_id(session, User, user_id)
     if user is None:
         raise NotFound("用户", "User")
     return user
@@ -400,10 +400,17 @@ def principal_from_token(session: Session, secret_key: str, token: str) -> Princ
         if app is None or not app.is_active:
             raise Unauthenticated("应用已停用", "Client disabled", "auth.token_invalid")
         return Principal("client", app.id, app.client_id, app.name, "client", app.department_id, app.department.code)
-    user = session.get(User, int(claims.get("sub", 0)))
+    user = get_by_id(session, User, _int_or_none(claims.get("sub")))
     if user is None or not user.is_active or user.token_version != claims.get("ver"):
         raise Unauthenticated("令牌已失效，请重新登录", "Token revoked", "auth.token_invalid")
     return principal_for(user)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def create_client(
