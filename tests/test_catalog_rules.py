@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import auth, create_entry, entry_body
 
+from datatong.db import session_scope
+
 ITEMS_OK = entry_body()["items"]
 
 
@@ -136,3 +138,25 @@ def test_bad_json_is_a_clear_422(client):
     r = client.post("/api/v1/catalog/entries", json={"name": "x"}, headers=auth(client, "ga_officer"))
     assert r.json()["error"]["code"] == "validation_error"
     assert {d["field"] for d in r.json()["error"]["details"]} >= {"summary", "class_code"}
+
+
+def test_concurrent_writers_never_get_the_same_code(client, settings):
+    """Two writers creating entries at once (separate connections) get distinct codes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from datatong.catalog.schemas import EntryIn
+    from datatong.catalog.service import create_entry as create
+    from datatong.orgs.models import User
+    from datatong.orgs.service import principal_for
+
+    with session_scope(settings.database_url) as session:
+        who = principal_for(session.query(User).filter_by(username="ga_officer").one())
+
+    def make(i: int) -> str:
+        with session_scope(settings.database_url) as session:
+            return create(session, who, EntryIn(**entry_body(name=f"并发资源{i}"))).code
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        codes = list(pool.map(make, range(24)))
+    assert len(set(codes)) == 24
+    assert sorted(codes) == [f"101-GA-{n:06d}" for n in range(1, 25)]
