@@ -8,7 +8,7 @@ service's bulk import in one transaction (``import_seconds``).
 
 It then loads the search index (``index_warmup_seconds``: what a server process does
 once, before its first search), runs ``WARMUP`` searches, and times ``searches``
-searches through ``service.search`` as a logged-in department officer: 1–3 words an
+searches through ``finder.search`` as a logged-in department officer: 1–3 words an
 officer would type for a resource (words of its name, its keywords, its main data
 items — so some match a quarter of the catalog), half of them with a facet filter,
 facets computed, 20 results. The same queries are answered by a naive baseline,
@@ -40,8 +40,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from datatong import demo
 from datatong import demodata as vocab_data
+from datatong.catalog import bulk, finder
 from datatong.catalog import search as fts
-from datatong.catalog import service
 from datatong.catalog.schemas import EntryIn
 from datatong.db import engine_for, is_sqlite, session_factory, session_scope
 from datatong.orgs.models import Department, Role
@@ -60,7 +60,7 @@ REGION_NAMES = ["清源", "临川", "白鹭", "云岭", "青川", "海澜", "金
 @dataclass
 class Query:
     text: str
-    params: service.SearchParams
+    params: finder.SearchParams
 
 
 # ---------------------------------------------------------------- database
@@ -140,7 +140,7 @@ def import_entries(url: str, entries: list[EntryIn], console: Console) -> float:
         task = progress.add_task("import", total=len(entries))
         started = time.perf_counter()
         with session_scope(url) as session:
-            service.bulk_create(session, admin, entries, status="published",
+            bulk.bulk_create(session, admin, entries, status="published",
                                      reason="基准测试导入", keep_codes=False,
                                      progress=lambda n: progress.advance(task, n))
         return time.perf_counter() - started
@@ -168,14 +168,14 @@ def make_queries(count: int, depts: list[tuple[str, Department]], seed: int) -> 
         words = _words(res)
         k = min(len(words), rng.choice([1, 1, 1, 2, 2, 3]))
         text = " ".join(rng.sample(words, k))
-        params = service.SearchParams(q=text, limit=20)
+        params = finder.SearchParams(q=text, limit=20)
         if rng.random() < 0.5:
             _add_filter(rng, params, res, [c for t, c in codes if t == res.dept])
         out.append(Query(text, params))
     return out
 
 
-def _add_filter(rng: random.Random, params: service.SearchParams, res: demo.Resource,
+def _add_filter(rng: random.Random, params: finder.SearchParams, res: demo.Resource,
                 providers: list[str]) -> None:
     kind = rng.choices(["provider", "share_type", "class", "open", "update_cycle"],
                        weights=[35, 25, 25, 10, 5])[0]
@@ -195,13 +195,13 @@ def _add_filter(rng: random.Random, params: service.SearchParams, res: demo.Reso
 
 
 def time_searches(url: str, principal: Principal, queries: list[Query]) -> tuple[list[float], list[int]]:
-    """Milliseconds per ``service.search`` (a fresh session each, like a request)."""
+    """Milliseconds per ``finder.search`` (a fresh session each, like a request)."""
     latencies, totals = [], []
     factory = session_factory(url)
     for q in queries:
         with factory() as session:
             started = time.perf_counter()
-            result = service.search(session, principal, q.params)
+            result = finder.search(session, principal, q.params)
             latencies.append((time.perf_counter() - started) * 1000)
             totals.append(result.total)
     return latencies, totals

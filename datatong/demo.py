@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from datatong import demodata as vocab_data
+from datatong.catalog import bulk
 from datatong.catalog import service as catalog
 from datatong.catalog import vocab as catalog_vocab
 from datatong.catalog.models import CatalogClass, CatalogEntry
@@ -268,9 +269,9 @@ def _import_group(session: Session, depts: dict[str, Department], group: list[En
     """Published entries go in as published; the others walk the real life cycle so
     their version history and review queue look like an officer's work."""
     if status == "published":
-        catalog.bulk_create(session, CLI, group, status="published", reason="演示数据初始化")
+        bulk.bulk_create(session, CLI, group, status="published", reason="演示数据初始化")
         return
-    result = catalog.bulk_create(session, CLI, group, status="draft", reason="演示数据初始化")
+    result = bulk.bulk_create(session, CLI, group, status="draft", reason="演示数据初始化")
     if status == "draft":
         return
     ids = dict(session.execute(select(CatalogEntry.code, CatalogEntry.id)

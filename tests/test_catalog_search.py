@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import auth, create_entry, entry_body
 
-from datatong.catalog import service
+from datatong.catalog import finder, service
 from datatong.catalog.schemas import EntryIn
 from datatong.db import session_scope
 from datatong.errors import AppError
@@ -117,5 +117,5 @@ def test_search_service_refuses_anonymous_when_catalog_closed(client, catalog, s
     with session_scope(settings.database_url) as session, pytest.raises(AppError) as exc:
         from datatong.orgs.service import ANONYMOUS
 
-        service.search(session, ANONYMOUS, service.SearchParams(), anonymous_catalog="none")
+        finder.search(session, ANONYMOUS, finder.SearchParams(), anonymous_catalog="none")
     assert exc.value.code == "unauthenticated"

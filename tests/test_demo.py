@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
 from datatong import demo, demodata
+from datatong.catalog import bulk, finder, service
 from datatong.catalog import search as fts
-from datatong.catalog import service
 from datatong.catalog.models import CatalogEntry, DataItem, EntryVersion
 from datatong.catalog.schemas import EntryIn, EntryUpdate
 from datatong.db import is_sqlite, session_scope
@@ -95,23 +95,23 @@ def test_seeding_twice_changes_nothing(city: Settings) -> None:
 # ---------------------------------------------------------------- index == SQL
 
 
-def _both(session_factory: Any, who: Principal, params: service.SearchParams,
+def _both(session_factory: Any, who: Principal, params: finder.SearchParams,
           anonymous: str = "open") -> tuple[Any, Any]:
     with session_factory() as s1:
-        fast = service.search(s1, who, service.SearchParams(**params.__dict__), anonymous)
+        fast = finder.search(s1, who, finder.SearchParams(**params.__dict__), anonymous)
         fast_ids = [e.id for e in fast.entries]
     with session_factory() as s2:
         fts.mark_dirty(s2)  # a session with uncommitted changes is answered by SQL
-        slow = service.search(s2, who, service.SearchParams(**params.__dict__), anonymous)
+        slow = finder.search(s2, who, finder.SearchParams(**params.__dict__), anonymous)
         slow_ids = [e.id for e in slow.entries]
     assert (fast.total, fast_ids, fast.next_cursor) == (slow.total, slow_ids, slow.next_cursor), params
     assert fast.facets == slow.facets, params
     return fast, slow
 
 
-def _random_params(rng: random.Random, words: list[str], providers: list[str]) -> service.SearchParams:
+def _random_params(rng: random.Random, words: list[str], providers: list[str]) -> finder.SearchParams:
     q = " ".join(rng.sample(words, rng.choice([0, 1, 1, 1, 2, 3])))
-    params = service.SearchParams(q=q, sort=rng.choice(service.SORTS), limit=rng.choice([1, 7, 20]))
+    params = finder.SearchParams(q=q, sort=rng.choice(finder.SORTS), limit=rng.choice([1, 7, 20]))
     for _ in range(rng.choice([0, 0, 1, 2])):
         kind = rng.choice(["provider", "class_code", "share_type", "open", "status", "update_cycle",
                            "format"])
@@ -153,8 +153,8 @@ def test_offset_pages_agree(city: Settings) -> None:
     factory = session_factory(city.database_url)
     with factory() as session:
         who = _principals(session)["mz_officer"]
-    for sort in service.SORTS:
-        _both(factory, who, service.SearchParams(q="信息", sort=sort, offset=13, limit=9))
+    for sort in finder.SORTS:
+        _both(factory, who, finder.SearchParams(q="信息", sort=sort, offset=13, limit=9))
 
 
 def test_every_entry_of_a_broad_search_is_paged_once(city: Settings) -> None:
@@ -163,11 +163,11 @@ def test_every_entry_of_a_broad_search_is_paged_once(city: Settings) -> None:
     factory = session_factory(city.database_url)
     with factory() as session:
         who = _principals(session)["admin"]
-        for sort in service.SORTS:
-            params = service.SearchParams(q="信息", sort=sort, limit=97, facets=False)
+        for sort in finder.SORTS:
+            params = finder.SearchParams(q="信息", sort=sort, limit=97, facets=False)
             seen: list[int] = []
             while True:
-                page = service.search(session, who, params)
+                page = finder.search(session, who, params)
                 seen += [e.id for e in page.entries]
                 if not page.next_cursor:
                     break
@@ -180,7 +180,7 @@ def test_relevance_puts_name_matches_first_then_newest(city: Settings) -> None:
 
     with session_factory(city.database_url)() as session:
         who = _principals(session)["admin"]
-        found = service.search(session, who, service.SearchParams(q="户籍 人口", limit=200))
+        found = finder.search(session, who, finder.SearchParams(q="户籍 人口", limit=200))
         hits = [sum(w in e.name for w in ("户籍", "人口")) for e in found.entries]
         assert hits == sorted(hits, reverse=True)
         top = [e for e, h in zip(found.entries, hits, strict=True) if h == hits[0]]
@@ -200,7 +200,7 @@ def test_index_follows_commits_of_every_kind(city: Settings) -> None:
 
     def total(q: str, principal: Principal = mz) -> int:
         with factory() as s:
-            return service.search(s, principal, service.SearchParams(q=q)).total
+            return finder.search(s, principal, finder.SearchParams(q=q)).total
 
     with session_scope(city.database_url) as session:
         entry = session.scalars(select(CatalogEntry).where(CatalogEntry.status == "published",
@@ -213,7 +213,7 @@ def test_index_follows_commits_of_every_kind(city: Settings) -> None:
     with session_scope(city.database_url) as session:
         service.update_entry(session, admin, entry_id, body, body.reason)
         # Inside the writing transaction the change is visible (answered by SQL).
-        assert service.search(session, mz, service.SearchParams(q="星际穿越")).total == 1
+        assert finder.search(session, mz, finder.SearchParams(q="星际穿越")).total == 1
     assert total("星际穿越") == 1
     with session_scope(city.database_url) as session:
         service.transition(session, admin, entry_id, "request_revoke", "测试")
@@ -250,7 +250,7 @@ def test_rolled_back_changes_never_reach_the_index(city: Settings) -> None:
         service.create_entry(session, admin, data)
         raise RuntimeError("crash")
     with factory() as session:
-        assert service.search(session, admin, service.SearchParams(q="回滚测试")).total == 0
+        assert finder.search(session, admin, finder.SearchParams(q="回滚测试")).total == 0
 
 
 # ---------------------------------------------------------------- fast bulk import
@@ -297,7 +297,7 @@ def test_bulk_import_stores_what_create_entry_stores(city: Settings) -> None:
         admin = Principal("user", None, "t", "测试", "platform_admin", None)
         # The reference is the one-entry-at-a-time path the API uses (create_entry).
         slow = [service.create_entry(session, admin, e, "对比").code for e in made]
-        fast = service.bulk_create(session, admin, made, status="draft", reason="对比")
+        fast = bulk.bulk_create(session, admin, made, status="draft", reason="对比")
         assert len(slow) == len(fast.codes) == len(made)
         assert _snapshot(session, slow) == _snapshot(session, fast.codes)
 
@@ -359,6 +359,6 @@ def test_a_failed_bulk_load_puts_everything_back(city: Settings) -> None:
     with session_scope(city.database_url) as session:
         before = _bulk_state(session)
         with pytest.raises(KeyError):
-            service.bulk_create(session, admin, [bad] * 20_000)
+            bulk.bulk_create(session, admin, [bad] * 20_000)
         # Even a caller that commits after the failure leaves the schema intact.
         assert _bulk_state(session) == before

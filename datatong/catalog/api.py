@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
-from datatong.catalog import service, vocab
+from datatong.catalog import finder, service, vocab
 from datatong.catalog.models import CatalogEntry
 from datatong.catalog.schemas import (
     ClassIn,
@@ -96,8 +96,8 @@ def search_params(
     limit: int = Query(20, ge=1, le=200),
     cursor: str | None = Query(None, max_length=500, description="上一页返回的 next_cursor"),
     facets: bool = Query(True),
-) -> service.SearchParams:
-    return service.SearchParams(
+) -> finder.SearchParams:
+    return finder.SearchParams(
         q=q,
         provider=provider,
         class_code=class_code,
@@ -117,11 +117,11 @@ def search_params(
 @router.get("/entries", response_model=SearchOut, summary="检索目录（分词、分面、游标翻页）")
 def search_entries(
     request: Request,
-    params: service.SearchParams = Depends(search_params),
+    params: finder.SearchParams = Depends(search_params),
     session: Session = Db,
     principal: Principal = Who,
 ) -> SearchOut:
-    result = service.search(session, principal, params, request.app.state.settings.anonymous_catalog)
+    result = finder.search(session, principal, params, request.app.state.settings.anonymous_catalog)
     return SearchOut(
         total=result.total,
         results=[summary_out(e) for e in result.entries],

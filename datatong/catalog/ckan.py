@@ -37,7 +37,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from datatong import __version__
-from datatong.catalog import service, vocab
+from datatong.catalog import finder, service, vocab
 from datatong.catalog.dcat import as_utc, base_url, entry_api_url, is_web_url, split_keywords
 from datatong.catalog.models import CatalogEntry
 from datatong.errors import AppError, NotFound
@@ -494,7 +494,7 @@ def package_search(ctx: Ctx, data: dict[str, Any]) -> dict[str, Any]:
     if query.impossible:
         return _search_out(ctx, fields, facet_limit, None, [])
     drafts = bool_param(data, "include_private") or bool_param(data, "include_drafts")
-    params = service.SearchParams(
+    params = finder.SearchParams(
         q=" ".join(query.words),
         sort=sort,
         limit=max(rows, 1),
@@ -503,7 +503,7 @@ def package_search(ctx: Ctx, data: dict[str, Any]) -> dict[str, Any]:
         status=None if drafts else "published",
         **query.filters,
     )
-    result = service.search(ctx.session, ctx.principal, params, ctx.anonymous)
+    result = finder.search(ctx.session, ctx.principal, params, ctx.anonymous)
     return _search_out(ctx, fields, facet_limit, result, result.entries if rows else [])
 
 
@@ -511,7 +511,7 @@ def _search_out(
     ctx: Ctx,
     fields: list[str],
     facet_limit: int,
-    result: service.SearchResult | None,
+    result: finder.SearchResult | None,
     entries: list[CatalogEntry],
 ) -> dict[str, Any]:
     search_facets: dict[str, Any] = {}
@@ -632,10 +632,10 @@ def organization_show(ctx: Ctx, data: dict[str, Any]) -> dict[str, Any]:
         raise NotFound("部门", "Organization")
     out = organization_dict(dept, counts.get(dept.id, 0))
     if bool_param(data, "include_datasets"):
-        params = service.SearchParams(
+        params = finder.SearchParams(
             provider=dept.code, status="published", sort="modified", limit=MAX_ROWS, facets=False
         )
-        found = service.search(ctx.session, ctx.principal, params, ctx.anonymous)
+        found = finder.search(ctx.session, ctx.principal, params, ctx.anonymous)
         out["packages"] = [package_dict(ctx, e) for e in found.entries]
     return out
 

@@ -51,7 +51,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from datatong.catalog import service, vocab
+from datatong.catalog import finder, service, vocab
 from datatong.catalog.models import CatalogEntry
 from datatong.orgs.service import Principal
 from datatong.web.deps import get_principal, get_session
@@ -325,7 +325,7 @@ def dataset(base: str, entry: CatalogEntry, principal: Principal) -> dict[str, A
 
 
 def catalog_document(
-    request: Request, result: service.SearchResult, principal: Principal
+    request: Request, result: finder.SearchResult, principal: Principal
 ) -> dict[str, Any]:
     base = base_url(request)
     return {
@@ -383,7 +383,7 @@ def catalog_jsonld(
     session: Session = Depends(get_session),
     principal: Principal = Depends(get_principal),
 ) -> JsonLdResponse:
-    params = service.SearchParams(
+    params = finder.SearchParams(
         sort="modified",
         limit=limit,
         cursor=cursor,
@@ -393,7 +393,7 @@ def catalog_jsonld(
         status=None if include_unpublished else "published",
     )
     anonymous = request.app.state.settings.anonymous_catalog
-    result = service.search(session, principal, params, anonymous)
+    result = finder.search(session, principal, params, anonymous)
     return JsonLdResponse(catalog_document(request, result, principal))
 
 

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from datatong.catalog import service, vocab
+from datatong.catalog import bulk, finder, service, vocab
 from datatong.catalog.models import CatalogEntry, DataItem
 from datatong.catalog.rules import RuleError
 from datatong.catalog.schemas import EntryIn, ItemIn
@@ -767,7 +767,7 @@ def import_file(
         raise _import_failed(report.sorted())
     if on_start:
         on_start(len(entries))
-    result = service.bulk_create(session, principal, entries, progress=progress)
+    result = bulk.bulk_create(session, principal, entries, progress=progress)
     return ImportReport(created=result.created, codes=result.codes)
 
 
@@ -1045,8 +1045,8 @@ def cli_export(settings: Settings, out: Path, q: str, as_user: str, console: Con
         count = [0]
         with session_scope(settings.database_url) as session:
             principal = _principal(session, as_user)
-            params = service.SearchParams(q=q, sort="code", facets=False)
-            found = service.entries_for_export(session, principal, params, settings.anonymous_catalog)
+            params = finder.SearchParams(q=q, sort="code", facets=False)
+            found = finder.entries_for_export(session, principal, params, settings.anonymous_catalog)
             out.write_bytes(export_entries(_counted(found, count), fmt, principal))
     except AppError as exc:
         _print_failure(console, exc)

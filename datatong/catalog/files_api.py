@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from datatong.catalog import excel, service, vocab
+from datatong.catalog import excel, finder, service, vocab
 from datatong.catalog.api import search_params
 from datatong.errors import invalid
 from datatong.orgs.service import Principal
@@ -65,7 +65,7 @@ def import_entries(
     return ImportOut(created=report.created, codes=report.codes)
 
 
-def _output_format(params: service.SearchParams, output: str | None) -> str:
+def _output_format(params: finder.SearchParams, output: str | None) -> str:
     """``format`` is also the search filter on 信息资源格式分类; xlsx/csv are no
     format category, so they name the file format (``output`` wins when given)."""
     if params.format in EXPORT_FORMATS:
@@ -89,13 +89,13 @@ def _output_format(params: service.SearchParams, output: str | None) -> str:
 )
 def export_entries(
     request: Request,
-    params: service.SearchParams = Depends(search_params),
+    params: finder.SearchParams = Depends(search_params),
     output: str | None = Query(None, pattern="^(xlsx|csv)$", description="文件格式，优先于 format"),
     session: Session = Db,
     principal: Principal = Who,
 ) -> Response:
     fmt = _output_format(params, output)
-    found = service.entries_for_export(session, principal, params, request.app.state.settings.anonymous_catalog)
+    found = finder.entries_for_export(session, principal, params, request.app.state.settings.anonymous_catalog)
     content = excel.export_entries(found, fmt, principal)
     stamp = date.today().strftime("%Y%m%d")
     return attachment(content, f"信息资源目录-{stamp}.{fmt}", f"catalog-{stamp}.{fmt}", MEDIA[fmt])

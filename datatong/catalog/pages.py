@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from datatong.catalog import service, vocab
+from datatong.catalog import finder, service, vocab
 from datatong.catalog.models import CatalogEntry
 from datatong.catalog.schemas import EntryCreate, EntryIn, EntryUpdate
 from datatong.errors import AppError, Forbidden
@@ -38,12 +38,12 @@ PAGE_SIZE = 20
 # ---------------------------------------------------------------- search
 
 
-def _search_params(query: Any) -> tuple[str, dict[str, str], str, service.SearchParams]:
+def _search_params(query: Any) -> tuple[str, dict[str, str], str, finder.SearchParams]:
     q = query.get("q", "").strip()[:200]
     filters = {k: query.get(k, "").strip()[:32] for k in FILTERS if query.get(k, "").strip()}
     sort = query.get("sort", "relevance")
     sort = sort if sort in SORT_LABELS else "relevance"
-    params = service.SearchParams(
+    params = finder.SearchParams(
         q=q,
         provider=filters.get("provider"),
         class_code=filters.get("class"),
@@ -70,7 +70,7 @@ def search_url(q: str, filters: dict[str, str], sort: str = "relevance", **chang
     return "/catalog" + ("?" + urlencode(pairs) if pairs else "")
 
 
-def _facet_view(result: service.SearchResult, q: str, filters: dict[str, str], sort: str) -> list[dict[str, Any]]:
+def _facet_view(result: finder.SearchResult, q: str, filters: dict[str, str], sort: str) -> list[dict[str, Any]]:
     facets = []
     for name, title in vocab.FACETS.items():
         values = []
@@ -101,12 +101,12 @@ def search_page(request: Request, page: Page = PageDep) -> Response:
     anonymous = page.settings.anonymous_catalog
     error = None
     try:
-        result = service.search(page.session, page.principal, params, anonymous)
+        result = finder.search(page.session, page.principal, params, anonymous)
     except AppError as exc:  # a stale cursor or the like: say so and show page 1
         page.rollback()
         error = exc.message
         params.cursor = None
-        result = service.search(page.session, page.principal, params, anonymous)
+        result = finder.search(page.session, page.principal, params, anonymous)
     facets = _facet_view(result, q, filters, sort)
     context: dict[str, Any] = {
         "q": q,
@@ -651,8 +651,8 @@ def review_queue(page: Page = PageDep) -> Response:
     orgs.require_platform_admin(page.principal)
     queues = []
     for status, title in (("pending_publish", "发布审核"), ("pending_revoke", "撤销审核")):
-        params = service.SearchParams(status=status, sort="modified", limit=200, facets=False)
-        result = service.search(page.session, page.principal, params)
+        params = finder.SearchParams(status=status, sort="modified", limit=200, facets=False)
+        result = finder.search(page.session, page.principal, params)
         queues.append(
             {
                 "status": status,

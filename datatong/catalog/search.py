@@ -190,7 +190,7 @@ def remove(session: Session, entry_id: int) -> None:
 
 
 # ---------------------------------------------------------------- bulk loading
-# Used by the bulk import (service.bulk_create): new rows only, written with the
+# Used by the bulk import (bulk.bulk_create): new rows only, written with the
 # drivers' fastest paths, in the caller's transaction.
 
 _SQLITE = sqlite_dialect.dialect()
