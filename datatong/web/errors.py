@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from datatong.errors import AppError
@@ -58,6 +59,20 @@ def install(app: FastAPI) -> None:
             }
         }
         return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, _exc: DataError) -> Response:
+        # The database refused a value that passed validation (a NUL character, which
+        # PostgreSQL cannot store, or a number out of its range). The request's
+        # transaction has already been rolled back, so nothing was written.
+        err = AppError("invalid_value", "输入中含有无法保存的字符或数值（如 NUL 字符、超出范围的数字）",
+                       "The input holds a value the database cannot store (e.g. a NUL character)",
+                       status_code=422)
+        if _wants_html(request):
+            from datatong.web.pages import error_page
+
+            return error_page(request, err)
+        return JSONResponse(err.to_dict(), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
