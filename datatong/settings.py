@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,7 +47,6 @@ class Settings:
     client_token_minutes: int = 15
     session_hours: int = 8
     cookie_secure: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 @lru_cache

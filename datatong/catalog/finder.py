@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 from datatong.catalog import search as fts
 from datatong.catalog import vocab
 from datatong.catalog.models import CatalogClass, CatalogEntry
-from datatong.catalog.schemas import ItemIn
 from datatong.catalog.service import can_view, visibility_clause
 from datatong.db import is_sqlite
 from datatong.errors import Unauthenticated, invalid
@@ -341,16 +340,6 @@ STATIC_FACET_LABELS: dict[str, dict[str, str]] = {
 }
 
 
-def facet_labels(session: Session) -> dict[str, dict[str, str]]:
-    """Every facet label (for forms listing all values)."""
-    return {
-        "provider": dict(session.execute(select(Department.code, Department.name)).all()),
-        "class": dict(session.execute(select(CatalogClass.code, CatalogClass.name)
-                                      .where(CatalogClass.level <= 2)).all()),
-        **STATIC_FACET_LABELS,
-    }
-
-
 def entries_for_export(session: Session, principal: Principal, params: SearchParams,
                        anonymous_catalog: str = "open") -> Iterable[CatalogEntry]:
     """Every entry of a search, page by page (keyset), for export."""
@@ -361,7 +350,3 @@ def entries_for_export(session: Session, principal: Principal, params: SearchPar
         if not result.next_cursor:
             return
         params.cursor = result.next_cursor
-
-
-def items_of(entries: Iterable[CatalogEntry]) -> list[ItemIn]:
-    return [ItemIn.model_validate(i, from_attributes=True) for e in entries for i in e.items]

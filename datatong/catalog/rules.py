@@ -53,8 +53,6 @@ def check_entry(data: EntryIn) -> list[RuleError]:
             "Unknown update cycle",
         )
     _check_share(data, err)
-    if data.is_open is False and not _blank(data.open_condition):
-        pass  # an open condition on a closed entry is harmless; kept as written
     _check_items(data, err)
     return errors
 
