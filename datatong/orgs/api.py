@@ -108,8 +108,6 @@ def users(session: Session = Db, principal: Principal = Who) -> list[UserOut]:
 
 @router.post("/users", response_model=UserOut, status_code=201, summary="新建用户")
 def create_user(body: UserIn, session: Session = Db, principal: Principal = Who) -> UserOut:
-    _authenticated(principal)
-    service.require_role(principal, service.Role.PLATFORM_ADMIN, service.Role.DEPT_ADMIN)
     user = service.create_user(
         session, principal, body.username, body.display_name, body.password, body.role, body.department_code
     )
@@ -118,19 +116,12 @@ def create_user(body: UserIn, session: Session = Db, principal: Principal = Who)
 
 @router.get("/users/{user_id}", response_model=UserOut, summary="用户详情")
 def user(user_id: int, session: Session = Db, principal: Principal = Who) -> UserOut:
-    service.require_role(principal, service.Role.PLATFORM_ADMIN, service.Role.DEPT_ADMIN)
-    target = service.get_user(session, user_id)
-    if not service.can_manage_department(principal, target.department_id):
-        raise service.NotFound("用户", "User")
-    return UserOut.model_validate(target)
+    return UserOut.model_validate(service.managed_user(session, principal, user_id))
 
 
 @router.patch("/users/{user_id}", response_model=UserOut, summary="修改用户（含停用、重置密码）")
 def update_user(user_id: int, body: UserUpdate, session: Session = Db, principal: Principal = Who) -> UserOut:
-    service.require_role(principal, service.Role.PLATFORM_ADMIN, service.Role.DEPT_ADMIN)
-    target = service.get_user(session, user_id)
-    if not service.can_manage_department(principal, target.department_id):
-        raise service.NotFound("用户", "User")
+    service.managed_user(session, principal, user_id)
     user = service.update_user(session, principal, user_id, **body.model_dump())
     return UserOut.model_validate(user)
 

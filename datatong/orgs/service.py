@@ -235,6 +235,16 @@ def get_user(session: Session, user_id: int) -> User:
     return user
 
 
+def managed_user(session: Session, principal: Principal, user_id: int) -> User:
+    """A user the caller administers; others are reported missing, as their existence
+    is another department's business."""
+    require_role(principal, Role.PLATFORM_ADMIN, Role.DEPT_ADMIN)
+    user = get_user(session, user_id)
+    if not can_manage_department(principal, user.department_id):
+        raise NotFound("用户", "User")
+    return user
+
+
 def _check_role(role: str) -> str:
     if role not in {r.value for r in Role}:
         for value, label in ROLE_LABELS.items():
@@ -272,8 +282,8 @@ def create_user(
     department_code: str | None = None,
 ) -> User:
     """Create a user. ``principal`` None means the operator at the CLI (trusted)."""
-    if principal is not None and not principal.is_authenticated:
-        raise Unauthenticated()
+    if principal is not None:
+        require_role(principal, Role.PLATFORM_ADMIN, Role.DEPT_ADMIN)
     username = (username or "").strip()
     if not USERNAME_RE.match(username):
         raise invalid(
