@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
+from datatong.audit.writer import log_access
 from datatong.catalog import finder, service, vocab
 from datatong.catalog.models import CatalogEntry
 from datatong.catalog.schemas import (
@@ -139,16 +141,20 @@ def create_entry(body: EntryCreate, session: Session = Db, principal: Principal 
 
 @router.get("/entries/{entry_id}", response_model=EntryOut, summary="信息资源详情")
 def get_entry(entry_id: int, request: Request, session: Session = Db, principal: Principal = Who) -> EntryOut:
-    return entry_out(
-        service.get_entry(session, principal, entry_id, request.app.state.settings.anonymous_catalog),
-        principal,
-    )
+    settings = request.app.state.settings
+    return _read(settings, service.get_entry(session, principal, entry_id, settings.anonymous_catalog), principal)
 
 
 @router.get("/by-code/{code:path}", response_model=EntryOut, summary="按信息资源代码查询")
 def get_by_code(code: str, request: Request, session: Session = Db, principal: Principal = Who) -> EntryOut:
     settings = request.app.state.settings
-    return entry_out(service.get_entry_by_code(session, principal, code, settings.anonymous_catalog), principal)
+    return _read(settings, service.get_entry_by_code(session, principal, code, settings.anonymous_catalog), principal)
+
+
+def _read(settings: Any, entry: CatalogEntry, principal: Principal) -> EntryOut:
+    """Who looked at which entry is recorded before the answer leaves."""
+    log_access(settings, principal, "catalog.entry.read", resource=entry.code, subject_department=entry.provider_code)
+    return entry_out(entry, principal)
 
 
 @router.put("/entries/{entry_id}", response_model=EntryOut, summary="修改信息资源（生成新版本，须填原因）")

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from datatong.audit import service as audit
 from datatong.catalog import search as fts
 from datatong.catalog import vocab
 from datatong.catalog.models import CatalogClass
@@ -117,6 +118,10 @@ def bulk_create(session: Session, principal: Principal, entries: list[EntryIn], 
                 if progress:
                     progress(len(part))
         fts.index_rows(session, late)
+    providers = sorted({e.provider_code or principal.department_code or "" for e in entries})
+    audit.record(session, principal, "catalog.entry.import", rows=result.created,
+                 subject_department=providers[0] if len(providers) == 1 else None,
+                 detail={"status": status, "providers": providers[:50], "reason": reason})
     return result
 
 

@@ -1,0 +1,149 @@
+"""Group commit for audit records that have no transaction of their own to join.
+
+Callers (data access, refusals) hand an event to the process's writer thread and block
+until the batch holding it is committed: nothing is acknowledged before it is durable,
+yet many concurrent calls share one transaction and one fsync. The same thread signs a
+checkpoint every ``checkpoint_every`` records and, when idle, whenever the chain moved.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from datatong.audit.checkpoint import make_checkpoint
+from datatong.audit.service import AuditUnavailable, Event, append, make_event
+from datatong.db import engine_for
+
+log = logging.getLogger("datatong.audit")
+Item = tuple[Event, "Future[int]"]
+
+
+class AuditWriter:
+    def __init__(
+        self,
+        url: str,
+        key_dir: Path,
+        *,
+        checkpoint_every: int = 1000,
+        idle_seconds: float = 30.0,
+        max_batch: int = 2000,
+    ) -> None:
+        self.url = url
+        self.key_dir = key_dir
+        self.checkpoint_every = max(1, checkpoint_every)
+        self.idle_seconds = idle_seconds
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._signed_block = -1
+
+    def write(self, event: Event, timeout: float = 15.0) -> int:
+        """Append ``event``; returns its sequence number once committed.
+
+        Raises AuditUnavailable (fail closed) when the record cannot be written."""
+        future: Future[int] = Future()
+        self.start()
+        self._queue.put((event, future))
+        try:
+            return future.result(timeout)
+        except Exception as exc:
+            log.error("audit record not written: %s", type(exc).__name__)
+            raise AuditUnavailable() from exc
+
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="datatong-audit-writer", daemon=True)
+                    self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                self._checkpoint()
+                continue
+            if item is None:
+                self._checkpoint()
+                return
+            batch = [item]
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(more)
+            self._commit(batch)
+
+    def _commit(self, batch: list[Item]) -> None:
+        try:
+            with engine_for(self.url).begin() as conn:
+                last = append(conn, [event for event, _ in batch])
+        except (SQLAlchemyError, OSError) as exc:
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        first = last - len(batch) + 1
+        for i, (_, future) in enumerate(batch):
+            future.set_result(first + i)
+        block = last // self.checkpoint_every
+        if block != self._signed_block:
+            self._signed_block = block
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        try:
+            with engine_for(self.url).begin() as conn:
+                make_checkpoint(conn, self.key_dir)
+        except (SQLAlchemyError, OSError):
+            log.exception("audit checkpoint failed; it will be retried")
+
+
+_writers: dict[tuple[str, Path], AuditWriter] = {}
+_writers_lock = threading.Lock()
+
+
+def writer_for(url: str, key_dir: Path, checkpoint_every: int = 1000) -> AuditWriter:
+    key = (url, key_dir)
+    with _writers_lock:
+        writer = _writers.get(key)
+        if writer is None:
+            writer = _writers[key] = AuditWriter(url, key_dir, checkpoint_every=checkpoint_every)
+        return writer
+
+
+def log_access(settings: Any, principal: Any, action: str, **kwargs: Any) -> int | None:
+    """Record a read by an authenticated caller before the data leaves (fail closed:
+    raises AuditUnavailable when the record cannot be written). Anonymous reads of
+    public catalog data are not recorded."""
+    if not settings.audit_reads or principal is None or not principal.is_authenticated:
+        return None
+    writer = writer_for(settings.database_url, settings.keys_path, settings.audit_checkpoint_every)
+    return writer.write(make_event(principal, action, **kwargs))
+
+
+def log_refusal(settings: Any, principal: Any, action: str, reason: str, **kwargs: Any) -> None:
+    """Record a refused request; its own transaction was rolled back, so it goes through
+    the writer. Best effort: the caller is refused either way."""
+    writer = writer_for(settings.database_url, settings.keys_path, settings.audit_checkpoint_every)
+    try:
+        writer.write(make_event(principal, action, outcome="refused", reason=reason, **kwargs), timeout=5)
+    except AuditUnavailable:
+        log.error("refusal not audited: %s %s", action, reason)
