@@ -2,27 +2,50 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from datatong import __version__
+from datatong.audit.writer import writer_for
 from datatong.db import session_scope, upgrade
+from datatong.keys import keyring
 from datatong.settings import Settings, get_settings
 from datatong.web import errors
+from datatong.web.context import RequestContextMiddleware
+from datatong.web.security import SecurityHeadersMiddleware
 
 STATIC = Path(__file__).parent / "web" / "static"
 
 
 def prepare_database(settings: Settings) -> None:
-    """Upgrade the schema and seed what every platform needs (idempotent)."""
+    """Upgrade the schema and seed what every platform needs (idempotent); make the
+    platform's signing key on first start."""
+    from datatong.audit.service import configure_chain
     from datatong.catalog.service import seed_classes
 
     upgrade(settings.database_url)
     with session_scope(settings.database_url) as session:
         seed_classes(session)
+        configure_chain(session, settings.audit_hash)
+    keyring(settings.keys_path)
+
+
+def _lifespan(settings: Settings) -> Any:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # The audit writer also signs checkpoints when idle, so it runs from the start.
+        writer = writer_for(settings.database_url, settings.keys_path, settings.audit_checkpoint_every)
+        writer.start()
+        yield
+        writer.stop()
+
+    return lifespan
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
@@ -33,6 +56,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         title="数据通 Datatong API",
         version=__version__,
         description="政务信息资源共享交换平台。错误统一返回 {error: {code, message, message_en}}。",
+        lifespan=_lifespan(settings),
     )
     app.state.settings = settings
     app.add_middleware(
@@ -43,13 +67,17 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         same_site="lax",
         https_only=settings.cookie_secure,
     )
+    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, settings=settings)  # web/security.py
     errors.install(app)
+    from datatong.audit import api as audit_api
+    from datatong.audit import pages as audit_pages
     from datatong.catalog import api as catalog_api
     from datatong.catalog import ckan, dcat, files_api
     from datatong.orgs import api as orgs_api
-    from datatong.web import pages
+    from datatong.web import pages, wellknown
 
-    for module in (orgs_api, catalog_api, files_api, dcat, ckan, pages):
+    for module in (orgs_api, catalog_api, files_api, dcat, ckan, wellknown, audit_api, pages, audit_pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from datatong.audit.cli import audit_app, keys_app
 from datatong.errors import AppError
 
 app = typer.Typer(help="数据通 Datatong — 政务信息资源共享交换平台", no_args_is_help=True)
@@ -23,6 +24,8 @@ app.add_typer(user_app, name="user")
 app.add_typer(dept_app, name="department")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(bench_app, name="bench")
+app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
 
 
@@ -189,6 +192,21 @@ def bench_catalog(
     from bench.catalog import run
 
     result = run(entries=entries, database_url=database_url, searches=searches, console=console)
+    print(json.dumps(result, ensure_ascii=False))
+
+
+@bench_app.command("audit")
+def bench_audit(
+    records: int = typer.Option(10_000_000, help="校验基准的审计链长度"),
+    database_url: str = typer.Option(None, help="数据库 URL；默认为临时 SQLite 文件"),
+    seconds: float = typer.Option(10.0, help="每轮压测秒数"),
+    connections: int = typer.Option(32, help="并发连接数"),
+) -> None:
+    """审计开销与审计链校验基准：输出一个 JSON 对象。"""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.audit import run
+
+    result = run(records=records, database_url=database_url, seconds=seconds, connections=connections, console=console)
     print(json.dumps(result, ensure_ascii=False))
 
 

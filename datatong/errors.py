@@ -21,6 +21,7 @@ class AppError(Exception):
         field: str | None = None,
         status_code: int | None = None,
         details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message_en)
         self.code = code
@@ -28,6 +29,8 @@ class AppError(Exception):
         self.message_en = message_en
         self.field = field
         self.details = details or []
+        # HTTP headers the answer carries (e.g. Retry-After of a refused login).
+        self.headers = headers or {}
         if status_code is not None:
             self.status_code = status_code
 

@@ -47,6 +47,33 @@ class Settings:
     client_token_minutes: int = 15
     session_hours: int = 8
     cookie_secure: bool = False
+    # Audit trail: hash algorithm of new records ("sha256" or the national "sm3"), how
+    # many records between signed checkpoints, and whether reads of single resources
+    # are recorded too (turned off only by the benchmark's baseline).
+    audit_hash: str = "sha256"
+    audit_checkpoint_every: int = 1000
+    audit_reads: bool = True
+    # Where the platform's signing keys live (outside the database); default var/keys.
+    key_dir: Path | None = None
+    # Identity (docs/deployment.md): cipher of secrets at rest ("aes" = AES-256-GCM or the
+    # national "sm4" = SM4-GCM), idle timeout of page sessions, login attempts per minute
+    # per client address and per account (an in-process limiter), and the OpenID Connect
+    # provider of 统一身份认证 (offered on the login page only when issuer and client are set).
+    cipher: str = "aes"
+    session_idle_minutes: int = 30
+    login_rate_per_minute: int = 10
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_username_claim: str = "preferred_username"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.key_dir or self.var_dir / "keys"
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_client_id)
 
 
 @lru_cache
@@ -61,4 +88,14 @@ def get_settings() -> Settings:
         client_token_minutes=int(os.environ.get("DATATONG_CLIENT_TOKEN_MINUTES", "15")),
         session_hours=int(os.environ.get("DATATONG_SESSION_HOURS", "8")),
         cookie_secure=os.environ.get("DATATONG_COOKIE_SECURE", "0") == "1",
+        audit_hash=os.environ.get("DATATONG_AUDIT_HASH", "sha256").lower(),
+        audit_checkpoint_every=int(os.environ.get("DATATONG_AUDIT_CHECKPOINT_EVERY", "1000")),
+        key_dir=Path(os.environ["DATATONG_KEY_DIR"]).resolve() if os.environ.get("DATATONG_KEY_DIR") else None,
+        cipher=os.environ.get("DATATONG_CIPHER", "aes").lower(),
+        session_idle_minutes=int(os.environ.get("DATATONG_SESSION_IDLE_MINUTES", "30")),
+        login_rate_per_minute=int(os.environ.get("DATATONG_LOGIN_RATE_PER_MINUTE", "10")),
+        oidc_issuer=os.environ.get("DATATONG_OIDC_ISSUER") or None,
+        oidc_client_id=os.environ.get("DATATONG_OIDC_CLIENT_ID") or None,
+        oidc_client_secret=os.environ.get("DATATONG_OIDC_CLIENT_SECRET") or None,
+        oidc_username_claim=os.environ.get("DATATONG_OIDC_USERNAME_CLAIM") or "preferred_username",
     )

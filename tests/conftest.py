@@ -63,7 +63,11 @@ def _test_url(tmp: Path) -> tuple[str, str | None]:
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     tmp = tmp_path_factory.mktemp("datatong")
     url, server = _test_url(tmp)
-    yield Settings(database_url=url, var_dir=tmp, secret_key="test-secret-" + uuid.uuid4().hex)
+    # The suite logs in far more often than 10 times a minute from one address;
+    # tests/test_identity.py lowers the login rate limit where it tests it.
+    yield Settings(
+        database_url=url, var_dir=tmp, secret_key="test-secret-" + uuid.uuid4().hex, login_rate_per_minute=100_000
+    )
     if server:
         engine_for(url).dispose()
         admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
@@ -82,11 +86,55 @@ def password_hash() -> str:
     return hash_secret(PASSWORD)
 
 
+AUDIT_TABLES = ("audit_record", "audit_checkpoint", "audit_head")
+
+
+def sqlite_audit_triggers(conn: sa.Connection, install: bool) -> None:
+    """Drop or re-create the append-only triggers (as migration 0003 makes them)."""
+    for table in ("audit_record", "audit_checkpoint"):
+        for verb in ("UPDATE", "DELETE"):
+            name = f"{table}_no_{verb.lower()}"
+            if install:
+                conn.exec_driver_sql(
+                    f"CREATE TRIGGER {name} BEFORE {verb} ON {table} "
+                    "BEGIN SELECT RAISE(ABORT, 'audit trail is append-only (审计日志只能追加)'); END"
+                )
+            else:
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
+
+
+def unprotected_audit(conn: sa.Connection) -> Any:
+    """Context in which the append-only triggers are off: what only a database superuser
+    (or someone with the SQLite file) could do, used to reset and to tamper in tests."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def _off() -> Iterator[None]:
+        if conn.dialect.name == "sqlite":
+            sqlite_audit_triggers(conn, install=False)
+            yield
+            sqlite_audit_triggers(conn, install=True)
+        else:
+            conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+            yield
+            conn.exec_driver_sql("SET LOCAL session_replication_role = origin")
+
+    return _off()
+
+
+def reset_audit(conn: sa.Connection) -> None:
+    with unprotected_audit(conn):
+        conn.exec_driver_sql("DELETE FROM audit_record")
+        conn.exec_driver_sql("DELETE FROM audit_checkpoint")
+        conn.exec_driver_sql("UPDATE audit_head SET seq = 0, hash = '" + "0" * 64 + "', alg = 'sha256' WHERE id = 1")
+
+
 def reset_database(url: str) -> None:
     all_models()
     engine = engine_for(url)
-    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables) if t.name not in AUDIT_TABLES]
     with engine.begin() as conn:
+        reset_audit(conn)
         if is_sqlite(url):
             for name in [*tables, "catalog_fts"]:
                 conn.execute(sa.text(f'DELETE FROM "{name}"'))

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 from conftest import CLIENT_ID, PASSWORD, auth, create_entry, entry_body
+from identity_helpers import code_now, set_totp
 
 ROLES = ["anonymous", "client", "auditor", "mz_officer", "ga_officer", "ga_admin", "admin"]
 ALL = set(ROLES)
 AUTHENTICATED = ALL - {"anonymous"}
+USERS = AUTHENTICATED - {"client"}
 ADMINS_OF_GA = {"admin", "ga_admin"}
 EDITORS_OF_GA = {"admin", "ga_admin", "ga_officer"}
 EDITORS = EDITORS_OF_GA | {"mz_officer"}
@@ -32,10 +34,38 @@ def _user_id(client: Any, username: str) -> int:
     return next(u["id"] for u in users if u["username"] == username)
 
 
+def _totp_everyone(client: Any, enabled: bool) -> None:
+    """Every user gets the same TOTP secret (tokens are fetched first: with TOTP on,
+    a login would need a code)."""
+    for role in ROLES[1:]:
+        auth(client, role)
+    set_totp(client, enabled=enabled)
+
+
 def _pending(client: Any) -> dict[str, Any]:
     e = create_entry(client)
     client.post(f"/api/v1/catalog/entries/{e['id']}/submit", headers=auth(client, "ga_officer"))
     return e
+
+
+AUDIT_READERS = {"auditor", "admin", "ga_admin"}
+
+
+def _audit_record(client: Any) -> int:
+    """A record about 公安局 (in GA's admin's scope); returns its sequence number."""
+    from datatong.audit.service import Event, append
+    from datatong.db import engine_for
+
+    event = Event(
+        actor_kind="user",
+        actor="ga_officer",
+        action="catalog.entry.update",
+        actor_department="GA",
+        subject_department="GA",
+        resource="GA-001",
+    )
+    with engine_for(client.app.state.settings.database_url).begin() as conn:
+        return append(conn, [event])
 
 
 IMPORT_CSV = (
@@ -51,6 +81,23 @@ MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
         lambda c, w: {"json": {"client_id": CLIENT_ID, "client_secret": PASSWORD}},
     ),
     ("GET", "/api/v1/me"): (AUTHENTICATED, lambda c, w: {}),
+    # One's own second factor and password: users only (an application has neither).
+    ("GET", "/api/v1/me/totp"): (USERS, lambda c, w: {}),
+    ("POST", "/api/v1/me/totp"): (USERS, lambda c, w: {}),
+    ("POST", "/api/v1/me/totp/confirm"): (
+        USERS,
+        lambda c, w: (_totp_everyone(c, enabled=False), {"json": {"code": code_now()}})[1],
+    ),
+    ("DELETE", "/api/v1/me/totp"): (
+        USERS,
+        lambda c, w: (_totp_everyone(c, enabled=True), {"json": {"password": PASSWORD, "code": code_now()}})[1],
+    ),
+    ("POST", "/api/v1/me/password"): (
+        USERS,
+        lambda c, w: {"json": {"current_password": PASSWORD, "new_password": "An0ther!secret"}},
+    ),
+    ("GET", "/api/v1/security/policy"): ({"admin"}, lambda c, w: {}),
+    ("PUT", "/api/v1/security/policy"): ({"admin"}, lambda c, w: {"json": {"totp_required_roles": ["dept_admin"]}}),
     ("GET", "/api/v1/departments"): (AUTHENTICATED, lambda c, w: {}),
     ("POST", "/api/v1/departments"): (
         {"admin"},
@@ -127,6 +174,7 @@ MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
         lambda c, w: {"path": {"action": "package_search"}, "json": {"q": "人口"}},
     ),
     ("GET", "/api/v1/catalog/template.xlsx"): (ALL, lambda c, w: {}),
+    ("GET", "/.well-known/datatong-keys"): (ALL, lambda c, w: {}),
     ("POST", "/api/v1/catalog/import"): (EDITORS, lambda c, w: {"files": {"file": ("目录.csv", IMPORT_CSV)}}),
     ("GET", "/api/v1/catalog/export"): (ALL, lambda c, w: {"params": {"format": "csv"}}),
     ("GET", "/api/v1/catalog/classes"): (ALL, lambda c, w: {}),
@@ -135,13 +183,18 @@ MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
         {"admin"},
         lambda c, w: {"path": {"class_id": 1}, "json": {"description": "说明"}},
     ),
+    # The audit trail: auditors and platform admins read all of it, a department admin the
+    # records about their department (scope: tests/test_audit_api.py).
+    ("GET", "/api/v1/audit/records"): (AUDIT_READERS, lambda c, w: {"params": {"action": "catalog."}}),
+    ("GET", "/api/v1/audit/records/{seq}"): (AUDIT_READERS, lambda c, w: {"path": {"seq": _audit_record(c)}}),
+    ("GET", "/api/v1/audit/export"): (AUDIT_READERS, lambda c, w: {"params": {"format": "csv"}}),
 }
 
 
 def api_routes(app: Any) -> set[tuple[str, str]]:
     routes = set()
     for path, ops in app.openapi()["paths"].items():
-        if path.startswith("/api/"):
+        if path.startswith(("/api/", "/.well-known/")):
             routes |= {(m.upper(), path) for m in ops}
     return routes
 

@@ -386,7 +386,7 @@ def test_user_admin_forms(client: TestClient) -> None:
 def test_departments_tree_and_forms(client: TestClient) -> None:
     login(client, "admin")
     page = client.get("/admin/departments").text
-    assert "示范市人民政府" in page and "--depth: 1" in page and "新建部门" in page
+    assert "示范市人民政府" in page and "depth-1" in page and "新建部门" in page
     r = post_form(
         client,
         "/admin/departments",

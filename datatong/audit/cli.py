@@ -93,3 +93,12 @@ def keys_rotate() -> None:
 
     key = new_key(_settings().keys_path)
     console.print(f"新签名密钥 {key.kid}")
+
+
+@keys_app.command("rotate-data-key")
+def keys_rotate_data() -> None:
+    """生成新的数据加密密钥（保护 TOTP 密钥等）；旧密钥保留以便解密既有数据。"""
+    from datatong.crypto import rotate_data_key
+
+    kid = rotate_data_key(_settings().keys_path)
+    console.print(f"新数据加密密钥 {kid}；请重启各 API 进程")

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from datatong.db import Base
 
 GENESIS = "0" * 64
+SEQ = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class AuditRecord(Base):
@@ -17,7 +18,9 @@ class AuditRecord(Base):
 
     __tablename__ = "audit_record"
 
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # INTEGER on SQLite makes seq the rowid: the table is stored in chain order, which
+    # is the order verification reads it in.
+    seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=False)
     occurred_at: Mapped[str] = mapped_column(String(32))
     actor_kind: Mapped[str] = mapped_column(String(16))  # user | client | node | anonymous | system
     actor: Mapped[str] = mapped_column(String(128))

@@ -15,11 +15,12 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from datatong.audit.checkpoint import make_checkpoint
 from datatong.audit.service import AuditUnavailable, Event, append, make_event
-from datatong.db import engine_for
+from datatong.db import make_engine
 
 log = logging.getLogger("datatong.audit")
 Item = tuple[Event, "Future[int]"]
@@ -44,6 +45,7 @@ class AuditWriter:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._signed_block = -1
+        self._own_engine: Engine | None = None
 
     def write(self, event: Event, timeout: float = 15.0) -> int:
         """Append ``event``; returns its sequence number once committed.
@@ -69,6 +71,9 @@ class AuditWriter:
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(10)
+        if self._own_engine is not None:
+            self._own_engine.dispose()
+            self._own_engine = None
 
     def _run(self) -> None:
         while True:
@@ -92,9 +97,16 @@ class AuditWriter:
                 batch.append(more)
             self._commit(batch)
 
+    def _engine(self) -> Engine:
+        """The writer's own connection, outside the shared pool: requests waiting for
+        their audit record hold pooled connections, and must not starve the writer."""
+        if self._own_engine is None:
+            self._own_engine = make_engine(self.url, pool_size=1)
+        return self._own_engine
+
     def _commit(self, batch: list[Item]) -> None:
         try:
-            with engine_for(self.url).begin() as conn:
+            with self._engine().begin() as conn:
                 last = append(conn, [event for event, _ in batch])
         except (SQLAlchemyError, OSError) as exc:
             for _, future in batch:
@@ -110,7 +122,7 @@ class AuditWriter:
 
     def _checkpoint(self) -> None:
         try:
-            with engine_for(self.url).begin() as conn:
+            with self._engine().begin() as conn:
                 make_checkpoint(conn, self.key_dir)
         except (SQLAlchemyError, OSError):
             log.exception("audit checkpoint failed; it will be retried")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
+from datatong.apitypes import UtcDateTime
 from datatong.audit.writer import log_access
 from datatong.catalog import finder, service, vocab
 from datatong.catalog.models import CatalogEntry
@@ -93,7 +93,7 @@ def search_params(
     format: str | None = Query(None, max_length=32, description="资源格式分类"),
     open: bool | None = Query(None, description="是否向社会开放"),
     status: str | None = Query(None, max_length=24),
-    modified_since: datetime | None = Query(None),
+    modified_since: UtcDateTime | None = Query(None, description="只返回此后修改的资源（ISO 8601，无时区视为 UTC）"),
     sort: str = Query("relevance", max_length=16, description="relevance/modified/name/code"),
     limit: int = Query(20, ge=1, le=200),
     cursor: str | None = Query(None, max_length=500, description="上一页返回的 next_cursor"),

@@ -28,11 +28,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
@@ -705,13 +706,99 @@ def run_action(request: Request, session: Session, action: str, data: dict[str, 
 
 
 ACTION_SUMMARY = "CKAN 兼容接口（package_search、package_show、organization_list 等）"
+ACTION_METHODS = ("GET", "POST")
+OTHER_METHODS = ["HEAD", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "QUERY"]
+
+
+class CkanErrorBody(BaseModel):
+    # Field errors ride along under the field's name: {"id": ["Missing value"]}.
+    model_config = ConfigDict(extra="allow")
+    type_: str = Field(alias="__type", description="Validation Error / Not Found Error / Authorization Error …")
+    message: str
+
+
+class CkanErrorOut(BaseModel):
+    help: str
+    success: Literal[False]
+    error: CkanErrorBody
+
+
+class CkanOut(BaseModel):
+    help: str
+    success: Literal[True]
+    result: Any
+
+
+# The actions' parameters, for the OpenAPI document: which apply depends on the action
+# (see help_show); GET sends them as strings, a POST body (ckanapi) as JSON values.
+PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
+    "id": ({"type": "string"}, "package_show / organization_show：代码、名称或编号"),
+    "name": ({"type": "string"}, "help_show：接口名"),
+    "q": ({"type": "string"}, "package_search：检索词，可含 字段:值"),
+    "fq": ({"type": "string"}, "package_search：过滤条件 organization:、res_format:、groups: …"),
+    "rows": ({"type": "integer"}, f"package_search：条数 0–{MAX_ROWS}"),
+    "start": ({"type": "integer"}, "package_search：偏移"),
+    "sort": ({"type": "string"}, "排序，如 metadata_modified desc、name asc"),
+    "facet.field": ({"type": "array", "items": {"type": "string"}}, "package_search：分面字段（JSON 数组）"),
+    "facet.limit": ({"type": "integer"}, "package_search：每个分面的条数，-1 为不限"),
+    "include_private": ({"type": "boolean"}, "package_search：包括调用者可见的未发布资源"),
+    "include_drafts": ({"type": "boolean"}, "同 include_private"),
+    "limit": ({"type": "integer"}, "package_list / organization_list：条数"),
+    "offset": ({"type": "integer"}, "package_list / organization_list：偏移"),
+    "all_fields": ({"type": "boolean"}, "organization_list：返回完整字典"),
+    "include_datasets": ({"type": "boolean"}, "organization_show：包括其数据集"),
+}
+GET_PARAMETERS = {
+    "parameters": [
+        {"name": name, "in": "query", "required": False, "description": text, "schema": {"type": "string"}}
+        for name, (_schema, text) in PARAMETERS.items()
+    ]
+}
+POST_PARAMETERS = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        name: {**schema, "description": text} for name, (schema, text) in PARAMETERS.items()
+                    },
+                }
+            }
+        },
+    }
+}
+# CKAN's envelope, not the platform's {error: {code, …}}: CKAN clients read it.
+ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": CkanOut, "description": "CKAN 成功结果 {help, success: true, result}"},
+    "4XX": {"model": CkanErrorOut, "description": "CKAN 错误 {help, success: false, error: {__type, message}}"},
+}
+
+
+def ckan_error_response(request: Request, action: str, err: CkanError) -> JSONResponse:
+    help_url = f"{base_url(request)}/api/3/action/help_show?name={action}"
+    headers = {"Allow": ", ".join(ACTION_METHODS)} if err.status == 405 else None
+    return JSONResponse({"help": help_url, "success": False, "error": err.body()}, err.status, headers=headers)
 
 
 # One operation id per method: a shared one makes the OpenAPI document ambiguous.
-@router.get("/api/3/action/{action}", summary=ACTION_SUMMARY, operation_id="ckan_action_get")
-@router.post("/api/3/action/{action}", summary=ACTION_SUMMARY, operation_id="ckan_action_post")
+@router.get(
+    "/api/3/action/{action}",
+    summary=ACTION_SUMMARY,
+    operation_id="ckan_action_get",
+    responses=ACTION_RESPONSES,
+    openapi_extra=GET_PARAMETERS,
+)
+@router.post(
+    "/api/3/action/{action}",
+    summary=ACTION_SUMMARY,
+    operation_id="ckan_action_post",
+    responses=ACTION_RESPONSES,
+    openapi_extra=POST_PARAMETERS,
+)
 # ckanapi calls the unversioned path, as CKAN itself allows.
-@router.api_route("/api/action/{action}", methods=["GET", "POST"], include_in_schema=False)
+@router.api_route("/api/action/{action}", methods=list(ACTION_METHODS), include_in_schema=False)
 def ckan_action(
     action: str,
     request: Request,
@@ -724,11 +811,18 @@ def ckan_action(
             raise parsed.error
         result = run_action(request, session, action, parsed.data)
     except AppError as exc:  # raised while finding out who is calling
-        err = from_app_error(exc)
-        return JSONResponse({"help": help_url, "success": False, "error": err.body()}, err.status)
+        return ckan_error_response(request, action, from_app_error(exc))
     except CkanError as err:
-        return JSONResponse({"help": help_url, "success": False, "error": err.body()}, err.status)
+        return ckan_error_response(request, action, err)
     return JSONResponse({"help": help_url, "success": True, "result": result})
+
+
+@router.api_route("/api/3/action/{action}", methods=OTHER_METHODS, include_in_schema=False)
+@router.api_route("/api/action/{action}", methods=OTHER_METHODS, include_in_schema=False)
+def ckan_method_not_allowed(action: str, request: Request) -> JSONResponse:
+    """Any other method on an action path is refused in CKAN's envelope too."""
+    err = CkanError("Method Not Allowed", f"Method not allowed - {request.method} (use GET or POST)", 405)
+    return ckan_error_response(request, action, err)
 
 
 @router.get("/api/3", include_in_schema=False)

@@ -43,14 +43,14 @@ URL of the next page (keyset cursor, newest change first).
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
+from datatong.apitypes import UtcDateTime, as_utc
 from datatong.catalog import finder, service, vocab
 from datatong.catalog.models import CatalogEntry
 from datatong.orgs.service import Principal
@@ -125,6 +125,13 @@ class JsonLdResponse(JSONResponse):
     media_type = MEDIA_TYPE
 
 
+# Documented by hand: as the route's response_class, JsonLdResponse would also file
+# the JSON error answers (4XX) under application/ld+json.
+JSONLD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "JSON-LD (DCAT-AP 3)", "content": {MEDIA_TYPE: {"schema": {"type": "object"}}}},
+}
+
+
 # ---------------------------------------------------------------- small helpers
 
 
@@ -140,11 +147,6 @@ def split_keywords(text: str | None) -> list[str]:
         if word and word not in seen:
             seen.append(word)
     return seen
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything is stored in UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def is_web_url(value: str | None) -> bool:
@@ -369,15 +371,16 @@ def page_view(request: Request, next_cursor: str | None) -> dict[str, Any]:
 
 @router.get(
     "/api/v1/catalog/dcat.jsonld",
-    response_class=JsonLdResponse,
+    response_class=Response,
+    responses=JSONLD_RESPONSES,
     summary="DCAT-AP 3 目录导出（JSON-LD，游标分页）",
 )
 def catalog_jsonld(
     request: Request,
     limit: int = Query(100, ge=1, le=1000, description="每页条数"),
     cursor: str | None = Query(None, max_length=500, description="上一页 hydra:next 中的游标"),
-    modified_since: datetime | None = Query(
-        None, description="只导出此时间之后修改的资源（ISO 8601）"
+    modified_since: UtcDateTime | None = Query(
+        None, description="只导出此时间之后修改的资源（ISO 8601，无时区视为 UTC）"
     ),
     include_unpublished: bool = Query(False, description="包括调用者可见的未发布资源"),
     session: Session = Depends(get_session),
@@ -388,7 +391,7 @@ def catalog_jsonld(
         limit=limit,
         cursor=cursor,
         facets=False,
-        modified_since=as_utc(modified_since) if modified_since else None,
+        modified_since=modified_since,
         # A DCAT catalog is what has been published; drafts only on explicit request.
         status=None if include_unpublished else "published",
     )
@@ -399,7 +402,8 @@ def catalog_jsonld(
 
 @router.get(
     "/api/v1/catalog/entries/{entry_id}/dcat.jsonld",
-    response_class=JsonLdResponse,
+    response_class=Response,
+    responses=JSONLD_RESPONSES,
     summary="单个信息资源的 DCAT-AP 3 描述（JSON-LD）",
 )
 def entry_jsonld(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -342,11 +342,20 @@ STATIC_FACET_LABELS: dict[str, dict[str, str]] = {
 
 def entries_for_export(session: Session, principal: Principal, params: SearchParams,
                        anonymous_catalog: str = "open") -> Iterable[CatalogEntry]:
-    """Every entry of a search, page by page (keyset), for export."""
+    """Every entry of a search, page by page (keyset), for export.
+
+    The first page is read at once, so parameters the search refuses (an unknown sort,
+    say) are refused before the caller starts writing a file."""
     params = SearchParams(**{**params.__dict__, "facets": False, "limit": 500, "cursor": None})
+    first = search(session, principal, params, anonymous_catalog)
+    return _export_pages(session, principal, params, anonymous_catalog, first)
+
+
+def _export_pages(session: Session, principal: Principal, params: SearchParams, anonymous_catalog: str,
+                  result: SearchResult) -> Iterator[CatalogEntry]:
     while True:
-        result = search(session, principal, params, anonymous_catalog)
         yield from result.entries
         if not result.next_cursor:
             return
         params.cursor = result.next_cursor
+        result = search(session, principal, params, anonymous_catalog)

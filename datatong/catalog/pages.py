@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
+from datatong.audit.writer import log_access
 from datatong.catalog import finder, service, vocab
 from datatong.catalog.models import CatalogEntry
 from datatong.catalog.schemas import EntryCreate, EntryIn, EntryUpdate
@@ -319,6 +320,8 @@ def render_entry(
 @router.get("/catalog/{entry_id:int}")
 def entry_page(entry_id: int, page: Page = PageDep) -> Response:
     entry = service.get_entry(page.session, page.principal, entry_id, page.settings.anonymous_catalog)
+    log_access(page.settings, page.principal, "catalog.entry.read", resource=entry.code,
+               subject_department=entry.provider_code)
     return render_entry(page, entry)
 
 

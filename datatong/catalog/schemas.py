@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from datatong.apitypes import UtcDateTime
 
 
 class ItemIn(BaseModel):
@@ -111,8 +113,8 @@ class EntryOut(BaseModel):
     status: str
     status_label: str
     version: int
-    created_at: datetime
-    modified_at: datetime
+    created_at: UtcDateTime
+    modified_at: UtcDateTime
     items: list[ItemOut]
 
 
@@ -129,7 +131,7 @@ class EntrySummary(BaseModel):
     format_category: str
     is_open: bool
     status: str
-    modified_at: datetime
+    modified_at: UtcDateTime
 
 
 class FacetValue(BaseModel):
@@ -153,7 +155,7 @@ class VersionOut(BaseModel):
     actor_name: str
     reason: str | None
     changes: list[dict[str, Any]]
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class ClassIn(BaseModel):

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.orm import Session
 
+from datatong.audit import service as audit
 from datatong.catalog import search as fts
 from datatong.catalog import vocab
 from datatong.catalog.models import CatalogClass, CatalogEntry, DataItem, EntryVersion
@@ -129,6 +130,8 @@ def create_class(session: Session, principal: Principal, code: str, name: str,
                        department_id=department_id)
     session.add(cls)
     session.flush()
+    audit.record(session, principal, "catalog.class.create", resource=f"class:{cls.code}",
+                 detail={"name": cls.name, "level": level})
     return cls
 
 
@@ -145,6 +148,8 @@ def update_class(session: Session, principal: Principal, class_id: int, name: st
     if description is not None:
         cls.description = description
     session.flush()
+    audit.record(session, principal, "catalog.class.update", resource=f"class:{cls.code}",
+                 detail={"name": name, "description": description})
     return cls
 
 
@@ -409,6 +414,8 @@ def create_entry(session: Session, principal: Principal, data: EntryIn, reason: 
     _record_version(session, entry, principal, "create", reason, [])
     _reindex(session, entry)
     session.flush()
+    audit.record(session, principal, "catalog.entry.create", resource=entry.code,
+                 subject_department=provider.code, detail={"name": entry.name, "reason": reason})
     return entry
 
 
@@ -436,6 +443,9 @@ def update_entry(session: Session, principal: Principal, entry_id: int, data: En
     _record_version(session, entry, principal, "update", reason.strip() if reason else None, changes)
     _reindex(session, entry)
     session.flush()
+    audit.record(session, principal, "catalog.entry.update", resource=entry.code,
+                 subject_department=entry.provider_code,
+                 detail={"version": entry.version, "fields": [c["field"] for c in changes], "reason": reason})
     return entry
 
 
@@ -466,6 +476,9 @@ def transition(session: Session, principal: Principal, entry_id: int, action: st
     _record_version(session, entry, principal, action, (reason or "").strip() or None,
                     [{"field": "status", "label": "状态", "old": old, "new": target}])
     session.flush()
+    audit.record(session, principal, f"catalog.entry.{action}", resource=entry.code,
+                 subject_department=entry.provider_code,
+                 detail={"from": old, "to": target, "reason": (reason or "").strip() or None})
     return entry
 
 

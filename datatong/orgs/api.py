@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.orm import Session
 
-from datatong.orgs import service
+from datatong.orgs import security, service
 from datatong.orgs.schemas import (
     ClientCreated,
     ClientIn,
@@ -16,13 +16,21 @@ from datatong.orgs.schemas import (
     DepartmentUpdate,
     LoginIn,
     MeOut,
+    PasswordChangeIn,
+    SecurityPolicyIn,
+    SecurityPolicyOut,
     TokenOut,
+    TotpCodeIn,
+    TotpDisableIn,
+    TotpSetupOut,
+    TotpStatusOut,
     UserIn,
     UserOut,
     UserUpdate,
 )
 from datatong.orgs.service import Principal
-from datatong.web.deps import get_principal, get_session
+from datatong.web.deps import get_enrolling_principal, get_principal, get_session
+from datatong.web.ratelimit import check_login_rate
 
 router = APIRouter(prefix="/api/v1", tags=["组织与身份 orgs"])
 Db = Depends(get_session)
@@ -34,19 +42,42 @@ def _authenticated(principal: Principal) -> None:
         raise service.Unauthenticated()
 
 
-@router.post("/auth/token", response_model=TokenOut, summary="用户名密码换取访问令牌")
-def login(body: LoginIn, request: Request, session: Session = Db) -> TokenOut:
+Enroller = Depends(get_enrolling_principal)
+
+
+def _no_store(response: Response) -> None:
+    """Tokens and secrets must not be kept by caches (RFC 6749 §5.1)."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+
+
+@router.post(
+    "/auth/token",
+    response_model=TokenOut,
+    summary="用户名密码（及动态验证码）换取访问令牌",
+    description=(
+        "已启用双因素认证的账号须同时提交 otp（缺少时返回 auth.otp_required，错误或重放返回 auth.otp_invalid）。"
+        "角色要求双因素认证而尚未绑定时返回 403 auth.totp_enrollment_required，details 中附一个 10 分钟内"
+        "只能用于 /api/v1/me/totp 的绑定令牌。连续失败 5 次锁定账号（423 auth.account_locked，Retry-After）；"
+        "每个来源地址和账号每分钟限 10 次（429 rate_limited）。"
+    ),
+)
+def login(body: LoginIn, request: Request, response: Response, session: Session = Db) -> TokenOut:
     settings = request.app.state.settings
-    user = service.authenticate(session, body.username, body.password)
+    check_login_rate(request, body.username)
+    user = security.password_login(session, settings, body.username, body.password, body.otp)
     token, ttl = service.issue_token(
         settings.secret_key, str(user.id), "user", user.token_version, settings.access_token_minutes
     )
+    _no_store(response)
     return TokenOut(access_token=token, expires_in=ttl)
 
 
 @router.post("/auth/client-token", response_model=TokenOut, summary="应用凭据换取短期令牌（client credentials）")
-def client_token(body: ClientTokenIn, request: Request, session: Session = Db) -> TokenOut:
+def client_token(body: ClientTokenIn, request: Request, response: Response, session: Session = Db) -> TokenOut:
     settings = request.app.state.settings
+    check_login_rate(request, body.client_id, kind="client")
+    _no_store(response)
     if body.grant_type != "client_credentials":
         raise service.invalid(
             "auth.grant_type_invalid",
@@ -54,7 +85,7 @@ def client_token(body: ClientTokenIn, request: Request, session: Session = Db) -
             "grant_type must be client_credentials",
             "grant_type",
         )
-    app = service.authenticate_client(session, body.client_id, body.client_secret)
+    app = security.client_login(session, body.client_id, body.client_secret)
     token, ttl = service.issue_token(settings.secret_key, app.client_id, "client", 0, settings.client_token_minutes)
     return TokenOut(access_token=token, expires_in=ttl)
 
@@ -70,6 +101,76 @@ def me(principal: Principal = Who) -> MeOut:
         department_id=principal.department_id,
         department_code=principal.department_code,
     )
+
+
+@router.get("/me/totp", response_model=TotpStatusOut, summary="双因素认证（TOTP）状态")
+def totp_status(session: Session = Db, principal: Principal = Enroller) -> TotpStatusOut:
+    status = security.totp_status(session, principal)
+    return TotpStatusOut(**status)
+
+
+@router.post(
+    "/me/totp",
+    response_model=TotpSetupOut,
+    summary="开始绑定身份验证器（返回密钥、otpauth 地址和二维码）",
+    description="也接受登录时得到的绑定令牌。密钥只返回这一次；用验证码确认后才生效。",
+)
+def totp_start(
+    request: Request, response: Response, session: Session = Db, principal: Principal = Enroller
+) -> TotpSetupOut:
+    setup = security.start_totp(session, request.app.state.settings, principal)
+    _no_store(response)
+    return TotpSetupOut(secret=setup.secret, otpauth_uri=setup.uri, qr_code=setup.qr_data_uri)
+
+
+@router.post("/me/totp/confirm", response_model=TotpStatusOut, summary="用验证码确认绑定，启用双因素认证")
+def totp_confirm(
+    body: TotpCodeIn, request: Request, session: Session = Db, principal: Principal = Enroller
+) -> TotpStatusOut:
+    security.confirm_totp(session, request.app.state.settings, principal, body.code)
+    return TotpStatusOut(**security.totp_status(session, principal))
+
+
+@router.delete("/me/totp", response_model=TotpStatusOut, summary="停用双因素认证（需当前密码和验证码）")
+def totp_disable(
+    body: TotpDisableIn, request: Request, session: Session = Db, principal: Principal = Who
+) -> TotpStatusOut:
+    security.disable_totp(session, request.app.state.settings, principal, body.password, body.code)
+    return TotpStatusOut(**security.totp_status(session, principal))
+
+
+@router.post(
+    "/me/password",
+    response_model=TokenOut,
+    summary="修改自己的密码（返回新令牌，其他会话和令牌随即失效）",
+)
+def change_password(
+    body: PasswordChangeIn, request: Request, response: Response, session: Session = Db, principal: Principal = Who
+) -> TokenOut:
+    settings = request.app.state.settings
+    user = security.change_own_password(session, principal, body.current_password, body.new_password)
+    token, ttl = service.issue_token(
+        settings.secret_key, str(user.id), "user", user.token_version, settings.access_token_minutes
+    )
+    _no_store(response)
+    return TokenOut(access_token=token, expires_in=ttl)
+
+
+@router.get("/security/policy", response_model=SecurityPolicyOut, summary="安全策略（平台管理员）")
+def security_policy(session: Session = Db, principal: Principal = Who) -> SecurityPolicyOut:
+    service.require_platform_admin(principal)
+    return SecurityPolicyOut(**security.get_policy(session))
+
+
+@router.put(
+    "/security/policy",
+    response_model=SecurityPolicyOut,
+    summary="修改安全策略（平台管理员）：哪些角色必须启用双因素认证",
+)
+def update_security_policy(
+    body: SecurityPolicyIn, session: Session = Db, principal: Principal = Who
+) -> SecurityPolicyOut:
+    return SecurityPolicyOut(**security.update_policy(session, principal, body.totp_required_roles))
 
 
 @router.get("/departments", response_model=list[DepartmentOut], summary="部门列表")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from datatong.db import Base, utcnow
@@ -73,8 +73,32 @@ class User(Base):
     token_version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+    password_changed_at: Mapped[datetime | None]
+    # Second factor (TOTP, RFC 6238): the secret sealed with datatong.crypto (never in
+    # clear), whether it is confirmed, and the last time step used — a code is accepted
+    # only for a later step, so a code seen once cannot be replayed.
+    totp_secret: Mapped[str | None] = mapped_column(Text)
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    # Lockout: consecutive failed logins and until when the account refuses logins.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None]
+    # The subject ("sub") of the OpenID Connect provider this account is bound to.
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), unique=True, index=True)
 
     department: Mapped[Department] = relationship(lazy="joined")
+
+
+class SecurityPolicy(Base):
+    """Platform-wide security settings changed at run time by the platform admin (one row
+    per key, value as JSON), e.g. ``totp_required_roles``."""
+
+    __tablename__ = "security_policy"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class ClientApp(Base):

@@ -11,6 +11,7 @@ from starlette.datastructures import FormData
 from datatong.errors import AppError, Forbidden
 from datatong.orgs import service as orgs
 from datatong.orgs.models import LEVEL_LABELS, ROLE_LABELS, Department, Role, User
+from datatong.orgs.security import locked_for
 from datatong.web.pages import (
     CheckedForm,
     Page,
@@ -201,6 +202,7 @@ def render_users(
         departments=departments,
         roles=_assignable_roles(page),
         role_labels=ROLES,
+        locked={u.id for u in users if locked_for(u)},
         values=values or default,
         errors=place_errors(errors or {}, shown),
         row_errors=row_errors or {},
@@ -259,3 +261,21 @@ def set_active(user_id: int, form: FormData = CheckedForm, page: Page = PageDep)
 def reset_password(user_id: int, form: FormData = CheckedForm, page: Page = PageDep) -> Response:
     password = form.get("password")
     return _update_user(page, user_id, "已重置密码", password=password if isinstance(password, str) else "")
+
+
+@router.post("/admin/users/{user_id:int}/unlock")
+def unlock(user_id: int, form: FormData = CheckedForm, page: Page = PageDep) -> Response:
+    orgs.managed_user(page.session, page.principal, user_id)
+    return _update_user(page, user_id, "已解锁", unlock=True)
+
+
+@router.post("/admin/users/{user_id:int}/totp-reset")
+def totp_reset(user_id: int, form: FormData = CheckedForm, page: Page = PageDep) -> Response:
+    orgs.managed_user(page.session, page.principal, user_id)
+    return _update_user(page, user_id, "已重置双因素认证", totp_reset=True)
+
+
+# Login steps, one's own account and the security policy.
+from datatong.orgs.account_pages import router as account_router  # noqa: E402
+
+router.include_router(account_router)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from datatong.apitypes import UtcDateTime
 
 
 class DepartmentIn(BaseModel):
@@ -43,9 +45,11 @@ class UserIn(BaseModel):
 
 class UserUpdate(BaseModel):
     display_name: str | None = Field(default=None, max_length=100)
-    password: str | None = Field(default=None, max_length=200)
+    password: str | None = Field(default=None, max_length=200, description="重置密码")
     role: str | None = Field(default=None, max_length=32)
     is_active: bool | None = None
+    unlock: bool | None = Field(default=None, description="true：解除登录失败锁定")
+    totp_reset: bool | None = Field(default=None, description="true：清除双因素认证（如手机丢失），用户需重新绑定")
 
 
 class UserOut(BaseModel):
@@ -56,13 +60,17 @@ class UserOut(BaseModel):
     role: str
     department_id: int
     is_active: bool
-    created_at: datetime
-    last_login_at: datetime | None
+    created_at: UtcDateTime
+    last_login_at: UtcDateTime | None
+    totp_enabled: bool = Field(description="是否已启用双因素认证")
+    failed_logins: int = Field(description="连续登录失败次数")
+    locked_until: UtcDateTime | None = Field(description="锁定到何时（为空表示未锁定）")
 
 
 class LoginIn(BaseModel):
     username: str = Field(max_length=64)
     password: str = Field(max_length=200)
+    otp: str | None = Field(default=None, max_length=16, description="动态验证码（已启用双因素认证时必填）")
 
 
 class TokenOut(BaseModel):
@@ -83,7 +91,7 @@ class ClientOut(BaseModel):
     name: str
     department_id: int
     is_active: bool
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class ClientCreated(ClientOut):
@@ -103,3 +111,39 @@ class MeOut(BaseModel):
     role: str
     department_id: int | None
     department_code: str | None
+
+
+class TotpSetupOut(BaseModel):
+    secret: str = Field(description="密钥（Base32），只在此时显示，供手工录入身份验证器")
+    otpauth_uri: str = Field(description="otpauth:// 地址，身份验证器扫码即得")
+    qr_code: str = Field(description="二维码图片（data:image/svg+xml;base64,…）")
+
+
+class TotpCodeIn(BaseModel):
+    code: str = Field(max_length=16, description="身份验证器显示的 6 位验证码")
+
+
+class TotpDisableIn(BaseModel):
+    password: str = Field(max_length=200, description="当前密码")
+    code: str = Field(max_length=16, description="身份验证器显示的 6 位验证码")
+
+
+class TotpStatusOut(BaseModel):
+    enabled: bool = Field(description="是否已启用")
+    pending: bool = Field(description="已开始绑定、尚待验证码确认")
+    required: bool = Field(description="安全策略是否要求本角色启用")
+
+
+class PasswordChangeIn(BaseModel):
+    current_password: str = Field(max_length=200)
+    new_password: str = Field(max_length=200)
+
+
+class SecurityPolicyIn(BaseModel):
+    totp_required_roles: list[Annotated[str, Field(max_length=32)]] = Field(
+        max_length=8, description="必须启用双因素认证的角色（platform_admin/dept_admin/data_officer/auditor）"
+    )
+
+
+class SecurityPolicyOut(BaseModel):
+    totp_required_roles: list[str]

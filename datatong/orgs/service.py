@@ -14,6 +14,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from datatong.audit.service import record
 from datatong.db import get_by_id, utcnow
 from datatong.errors import AppError, Forbidden, NotFound, Unauthenticated, invalid
 from datatong.orgs.models import (
@@ -86,7 +87,23 @@ def verify_secret(hashed: str, secret: str) -> bool:
         return False
 
 
-def check_password_policy(password: str) -> None:
+# Passwords that pass the length and character-class rules but top every leaked-password
+# list (compared without regard to case). Kept short on purpose: the rules do the rest.
+COMMON_PASSWORDS = frozenset(
+    """
+    Passw0rd! Passw0rd P@ssw0rd P@ssw0rd! P@ssw0rd1 P@ssword1 P@55w0rd Password1! Password@1
+    Password@123 Password123! Admin@123 Admin@1234 Admin123! Admin@888 Root@123 Root@1234
+    Qwer1234! Qwer@1234 Qwer!234 Qwe123!@# 1qaz@WSX 1qaz!QAZ 1qaz2wsx! Zaq1@wsx Abc@1234
+    Abc123!@# Abcd@1234 Abcd1234! 12345678Aa 12345678Aa! Aa123456! Aa123456 A123456! 123456Aa!
+    Welcome1! Welcome@123 Changeme1! Test@1234 Huawei@123 Woaini1314! Iloveyou1!
+    """.lower().split()
+)
+
+
+def check_password_policy(password: str, *, username: str | None = None, current_hash: str | None = None) -> None:
+    """At least 8 characters of 3 of the 4 classes, not the username, not a notorious
+    password, and (when changing one) not the current password."""
+    password = password or ""
     if len(password) < 8:
         raise invalid(
             "user.password_too_short", "密码至少 8 位", "Password must have at least 8 characters", "password"
@@ -97,6 +114,27 @@ def check_password_policy(password: str) -> None:
             "user.password_too_weak",
             "密码须包含大写字母、小写字母、数字、符号中的至少三类",
             "Password must mix at least three of: lower case, upper case, digits, symbols",
+            "password",
+        )
+    if username and len(username) >= 3 and username.lower() in password.lower():
+        raise invalid(
+            "user.password_contains_username",
+            "密码不能包含用户名",
+            "Password must not contain the username",
+            "password",
+        )
+    if password.lower() in COMMON_PASSWORDS:
+        raise invalid(
+            "user.password_common",
+            "密码过于常见，容易被猜中，请换一个",
+            "Password is too common and easy to guess",
+            "password",
+        )
+    if current_hash and verify_secret(current_hash, password):
+        raise invalid(
+            "user.password_reused",
+            "新密码不能与当前密码相同",
+            "The new password must differ from the current one",
             "password",
         )
 
@@ -181,6 +219,8 @@ def create_department(
     parent_code: str | None = None,
     short_name: str | None = None,
     contact: str | None = None,
+    *,
+    audit: bool = True,
 ) -> Department:
     require_platform_admin(principal)
     code = (code or "").strip()
@@ -208,6 +248,15 @@ def create_department(
     )
     session.add(dept)
     session.flush()
+    if audit:
+        record(
+            session,
+            principal,
+            "department.create",
+            resource=f"department:{dept.code}",
+            subject_department=dept.code,
+            detail={"name": dept.name, "level": dept.level, "parent": parent.code if parent else None},
+        )
     return dept
 
 
@@ -215,13 +264,25 @@ def update_department(session: Session, principal: Principal, department_id: int
     dept = get_department(session, department_id)
     if not can_manage_department(principal, dept.id):
         raise Forbidden("只能管理本部门", "You may manage only your own department")
+    changed: dict[str, Any] = {}
     for key in ("name", "short_name", "contact"):
         value = changes.get(key)
         if value is not None:
             if key == "name" and not value.strip():
                 raise invalid("department.name_required", "请填写部门名称", "Department name is required", "name")
+            if getattr(dept, key) != value.strip():
+                changed[key] = {"from": getattr(dept, key), "to": value.strip()}
             setattr(dept, key, value.strip())
     session.flush()
+    if changed:
+        record(
+            session,
+            principal,
+            "department.update",
+            resource=f"department:{dept.code}",
+            subject_department=dept.code,
+            detail={"changes": changed},
+        )
     return dept
 
 
@@ -303,7 +364,7 @@ def create_user(
         raise invalid("department.required", "请指定所属部门", "A department is required", "department_code")
     if principal is not None:
         _check_assignable(principal, role, dept.id)
-    check_password_policy(password)
+    check_password_policy(password, username=username)
     if session.scalar(select(User.id).where(User.username == username)):
         raise invalid("user.username_taken", f"用户名 {username} 已被使用", f"Username {username} is taken", "username")
     user = User(
@@ -312,9 +373,18 @@ def create_user(
         role=role,
         department_id=dept.id,
         password_hash=hash_secret(password),
+        password_changed_at=utcnow(),
     )
     session.add(user)
     session.flush()
+    record(
+        session,
+        principal,
+        "user.create",
+        resource=f"user:{user.username}",
+        subject_department=dept.code,
+        detail={"role": role, "display_name": user.display_name},
+    )
     return user
 
 
@@ -335,7 +405,12 @@ def update_user(
     password: str | None = None,
     role: str | None = None,
     is_active: bool | None = None,
+    unlock: bool | None = None,
+    totp_reset: bool | None = None,
 ) -> User:
+    """An administrator's change to a user: name, password reset, role, enabled,
+    ``unlock`` (clear a lockout) and ``totp_reset`` (remove the second factor, e.g. a
+    lost phone: the user enrols again). Audited without any secret."""
     user = get_user(session, user_id)
     new_role = _check_role(role) if role else user.role
     _check_assignable(principal, new_role, user.department_id)
@@ -348,38 +423,55 @@ def update_user(
             "You cannot disable yourself or change your own role",
             "role",
         )
+    changes: dict[str, Any] = {}
     if display_name is not None:
         if not display_name.strip():
             raise invalid("user.display_name_required", "请填写姓名", "Display name is required", "display_name")
+        if display_name.strip() != user.display_name:
+            changes["display_name"] = {"from": user.display_name, "to": display_name.strip()}
         user.display_name = display_name.strip()
     if password is not None:
-        check_password_policy(password)
+        check_password_policy(password, username=user.username, current_hash=user.password_hash)
         user.password_hash = hash_secret(password)
+        user.password_changed_at = utcnow()
         user.token_version += 1
-    if role:
+        changes["password_reset"] = True
+    if role and new_role != user.role:
+        changes["role"] = {"from": user.role, "to": new_role}
         user.role = new_role
         user.token_version += 1
     if is_active is not None and is_active != user.is_active:
+        changes["is_active"] = {"from": user.is_active, "to": is_active}
         user.is_active = is_active
         user.token_version += 1
+    if unlock and (user.failed_logins or user.locked_until is not None):
+        changes["unlock"] = {"failed_logins": user.failed_logins}
+        user.failed_logins = 0
+        user.locked_until = None
+    if totp_reset and (user.totp_enabled or user.totp_secret):
+        changes["totp_reset"] = True
+        user.totp_enabled = False
+        user.totp_secret = None
+        user.totp_last_step = None
+        user.token_version += 1
     session.flush()
+    if changes:
+        record(
+            session,
+            principal,
+            "user.update",
+            resource=f"user:{user.username}",
+            subject_department=user.department.code,
+            detail={"changes": changes},
+        )
     return user
 
 
-def authenticate(session: Session, username: str, password: str) -> User:
-    user = session.scalar(select(User).where(User.username == (username or "").strip()))
-    if user is None:
-        verify_secret(_DUMMY_HASH, password or "")
-        raise Unauthenticated("用户名或密码错误", "Wrong username or password", "auth.bad_credentials")
-    if not verify_secret(user.password_hash, password or ""):
-        raise Unauthenticated("用户名或密码错误", "Wrong username or password", "auth.bad_credentials")
-    if not user.is_active:
-        raise Unauthenticated("账号已停用", "Account disabled", "auth.account_disabled")
+def rehash_if_needed(user: User, password: str) -> None:
+    """After a successful login: re-hash with today's argon2 parameters if they changed.
+    (The login steps themselves live in orgs/security.py.)"""
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_secret(password)
-    user.last_login_at = utcnow()
-    session.flush()
-    return user
 
 
 # ---------------------------------------------------------------- tokens
@@ -405,11 +497,36 @@ def principal_from_token(session: Session, secret_key: str, token: str) -> Princ
         raise Unauthenticated("令牌已过期，请重新获取", "Token expired", "auth.token_expired") from None
     except jwt.PyJWTError:
         raise Unauthenticated("令牌无效", "Invalid token", "auth.token_invalid") from None
+    if claims.get("kind") == "enrol":
+        raise Unauthenticated(
+            "该令牌仅可用于绑定双因素认证，请先完成绑定后重新登录",
+            "This token is good only for TOTP enrolment; enrol, then log in again",
+            "auth.totp_enrollment_required",
+        )
     if claims.get("kind") == "client":
         app = session.scalar(select(ClientApp).where(ClientApp.client_id == claims.get("sub")))
         if app is None or not app.is_active:
             raise Unauthenticated("应用已停用", "Client disabled", "auth.token_invalid")
         return Principal("client", app.id, app.client_id, app.name, "client", app.department_id, app.department.code)
+    if claims.get("kind") != "user":
+        raise Unauthenticated("令牌无效", "Invalid token", "auth.token_invalid")
+    user = get_by_id(session, User, _int_or_none(claims.get("sub")))
+    if user is None or not user.is_active or user.token_version != claims.get("ver"):
+        raise Unauthenticated("令牌已失效，请重新登录", "Token revoked", "auth.token_invalid")
+    return principal_for(user)
+
+
+def enrolment_principal_from_token(session: Session, secret_key: str, token: str) -> Principal:
+    """Like ``principal_from_token`` but also accepts the enrolment-only token given at a
+    login that requires TOTP enrolment (used only by the /me/totp endpoints)."""
+    try:
+        claims = jwt.decode(token, secret_key, algorithms=[JWT_ALG], issuer="datatong")
+    except jwt.ExpiredSignatureError:
+        raise Unauthenticated("令牌已过期，请重新获取", "Token expired", "auth.token_expired") from None
+    except jwt.PyJWTError:
+        raise Unauthenticated("令牌无效", "Invalid token", "auth.token_invalid") from None
+    if claims.get("kind") != "enrol":
+        return principal_from_token(session, secret_key, token)
     user = get_by_id(session, User, _int_or_none(claims.get("sub")))
     if user is None or not user.is_active or user.token_version != claims.get("ver"):
         raise Unauthenticated("令牌已失效，请重新登录", "Token revoked", "auth.token_invalid")
@@ -447,6 +564,14 @@ def create_client(
     )
     session.add(app)
     session.flush()
+    record(
+        session,
+        principal,
+        "client.create",
+        resource=f"client:{app.client_id}",
+        subject_department=dept.code,
+        detail={"name": app.name},
+    )
     return app, secret
 
 
@@ -475,10 +600,10 @@ def import_departments(session: Session, principal: Principal | None, rows: list
     names the row.
     """
     actor = principal or Principal("user", None, "cli", "命令行", Role.PLATFORM_ADMIN, None)
-    created = 0
+    created: list[str] = []
     for number, row in enumerate(rows, start=2):
         try:
-            create_department(
+            dept = create_department(
                 session,
                 actor,
                 row.get("code", ""),
@@ -487,10 +612,19 @@ def import_departments(session: Session, principal: Principal | None, rows: list
                 row.get("parent_code") or None,
                 row.get("short_name") or None,
                 row.get("contact") or None,
+                audit=False,
             )
         except AppError as exc:
             exc.message = f"第 {number} 行：{exc.message}"
             exc.message_en = f"Row {number}: {exc.message_en}"
             raise
-        created += 1
-    return created
+        created.append(dept.code)
+    record(
+        session,
+        principal,
+        "department.import",
+        resource="department",
+        rows=len(created),
+        detail={"codes": created[:200]},
+    )
+    return len(created)

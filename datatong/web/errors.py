@@ -7,8 +7,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from datatong.errors import AppError
 
@@ -24,6 +28,36 @@ HTTP_CODES = {
 }
 
 
+class ErrorBody(BaseModel):
+    code: str = Field(min_length=1, description="稳定的机器可读错误代码，如 not_found、catalog.name_required")
+    message: str = Field(min_length=1, description="中文说明")
+    message_en: str = Field(min_length=1, description="English message")
+    field: str | None = Field(default=None, description="出错的字段")
+    details: list[dict[str, Any]] = Field(default_factory=list, description="逐项错误（校验、导入）")
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+# Documented on every operation (install() puts it on the app's router before the
+# routers are included): any 4xx answer has this shape. It also replaces FastAPI's
+# default 422 schema ({"detail": [...]}), which this app never sends.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorOut, "description": "错误：{error: {code, message, message_en, field?, details?}}"},
+}
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette names only the first
+    matching route's, so GET /x and POST /x would answer a PUT with ``Allow: GET``)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):
+        if route.methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def _location(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
     return ".".join(parts)
@@ -37,10 +71,24 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
+def _audit_refusal(request: Request, exc: AppError) -> None:
+    """A refused request leaves a trace (its own transaction was rolled back)."""
+    from datatong.audit.writer import log_refusal
+    from datatong.orgs.service import ANONYMOUS
+
+    principal = getattr(request.state, "principal", None) or ANONYMOUS
+    resource = f"{request.method} {request.url.path}"
+    log_refusal(request.app.state.settings, principal, "request.refused", exc.code, resource=resource)
+
+
 def install(app: FastAPI) -> None:
+    app.router.responses = {**ERROR_RESPONSES, **app.router.responses}
+
     @app.exception_handler(AppError)
-    async def app_error(_request: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+    async def app_error(request: Request, exc: AppError) -> JSONResponse:
+        if exc.status_code == 403:
+            await run_in_threadpool(_audit_refusal, request, exc)
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -77,12 +125,17 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code, zh, en = HTTP_CODES.get(exc.status_code, ("http_error", "请求失败", "Request failed"))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
         if _wants_html(request):
             from datatong.web.pages import error_page
 
-            return error_page(request, AppError(code, zh, en, status_code=exc.status_code))
+            page = error_page(request, AppError(code, zh, en, status_code=exc.status_code))
+            page.headers.update(headers)
+            return page
         return JSONResponse(
             {"error": {"code": code, "message": zh, "message_en": en}},
             status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            headers=headers or None,
         )

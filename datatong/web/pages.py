@@ -30,7 +30,6 @@ from starlette.datastructures import FormData
 from datatong.catalog import vocab
 from datatong.catalog.service import EDITOR_ROLES
 from datatong.errors import AppError, Unauthenticated
-from datatong.orgs import service as orgs
 from datatong.orgs.models import ROLE_LABELS, Department, Role
 from datatong.orgs.service import ANONYMOUS, Principal
 from datatong.web import csrf
@@ -124,6 +123,8 @@ class Page:
             ("审核", "/review", p.is_platform_admin),
             ("部门管理", "/admin/departments", self.is_admin),
             ("用户管理", "/admin/users", self.is_admin),
+            ("安全策略", "/admin/security", p.is_platform_admin),
+            ("审计日志", "/audit", p.kind == "user" and p.role in (Role.AUDITOR, Role.PLATFORM_ADMIN, Role.DEPT_ADMIN)),
         ]
         # The longest matching prefix is the current item ("/catalog/new" beats "/catalog").
         current = max((url for _, url, show in items if show and path.startswith(url)), key=len, default="")
@@ -249,28 +250,7 @@ def home() -> RedirectResponse:
     return RedirectResponse("/catalog", status_code=302)
 
 
-@router.get("/login")
-def login_form(next: str | None = None, page: Page = PageDep) -> Response:
-    if page.principal.is_authenticated:
-        return RedirectResponse(safe_next(next), status_code=302)
-    return page.render("login.html", next=safe_next(next), username="", error=None)
-
-
-@router.post("/login")
-def login(form: FormData = CheckedForm, page: Page = PageDep) -> Response:
-    username, target = form_text(form, "username"), safe_next(form_text(form, "next"))
-    password = form.get("password")
-    password = password if isinstance(password, str) else ""
-    try:
-        user = orgs.authenticate(page.session, username, password)
-    except AppError as exc:
-        page.rollback()
-        return page.render("login.html", status_code=400, next=target, username=username, error=exc.message)
-    session = page.request.session
-    session.clear()
-    session["uid"], session["ver"] = user.id, user.token_version
-    csrf.rotate(page.request)
-    return page.redirect(target)
+# The login form and its steps (TOTP code, 统一身份认证) are in datatong/orgs/account_pages.py.
 
 
 @router.post("/logout")

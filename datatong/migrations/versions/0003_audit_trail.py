@@ -53,7 +53,8 @@ def upgrade() -> None:
     sqlite = op.get_bind().dialect.name == "sqlite"
     op.create_table(
         "audit_record",
-        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        # INTEGER on SQLite: seq becomes the rowid, so the table is stored in chain order.
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=False, nullable=False),
         sa.Column("occurred_at", sa.String(length=32), nullable=False),
         sa.Column("actor_kind", sa.String(length=16), nullable=False),
         sa.Column("actor", sa.String(length=128), nullable=False),

@@ -31,6 +31,20 @@
       if (first) { first.focus(); }
       return;
     }
+    // Show or hide the element a [data-toggle] link controls (an audit record's
+    // details); without this script the link opens the record's own page.
+    var toggle = event.target.closest("[data-toggle]");
+    if (toggle) {
+      var panel = document.getElementById(toggle.getAttribute("aria-controls"));
+      if (panel) {
+        event.preventDefault();
+        var open = toggle.getAttribute("aria-expanded") === "true";
+        toggle.setAttribute("aria-expanded", String(!open));
+        toggle.textContent = open ? "展开" : "收起";
+        panel.hidden = open;
+      }
+      return;
+    }
     var remove = event.target.closest("[data-remove-row]");
     if (remove) {
       event.preventDefault();
