@@ -62,7 +62,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def make_engine(url: str, pool_size: int | None = None) -> Engine:
     """An engine with the platform's settings; ``pool_size`` for a dedicated engine."""
-    pool: dict[str, Any] = {} if pool_size is None else {"pool_size": pool_size, "max_overflow": 0}
+    # Pools as large as the server's worker threads (anyio's 40): a connection made per
+    # request and closed after it costs more than the request (a new SQLite connection
+    # re-reads the schema; a PostgreSQL one forks a backend).
+    pool: dict[str, Any] = {"pool_size": 40, "max_overflow": 20}
+    if pool_size is not None:
+        pool = {"pool_size": pool_size, "max_overflow": 0}
     if is_sqlite(url):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -70,7 +75,7 @@ def make_engine(url: str, pool_size: int | None = None) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, **({"pool_size": 10, "max_overflow": 20} | pool))
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 @lru_cache

@@ -19,13 +19,14 @@ from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.orm import Session
 
 from datatong.audit.chain import ALGORITHMS, FIELDS, clean, record_hash
-from datatong.audit.models import AuditCheckpoint, AuditHead, AuditRecord
+from datatong.audit.models import AuditCheckpoint, AuditHead
 from datatong.errors import AppError, invalid
 
 
@@ -164,15 +165,21 @@ def append(conn: Connection, events: Sequence[Event]) -> int:
     for ev in events:
         values = ev.values(seq, alg)
         digest = record_hash(alg, prev, values)
-        row = dict(zip(FIELDS, values, strict=True))
-        row["prev_hash"] = prev
-        row["hash"] = digest
-        rows.append(row)
+        rows.append((*values, prev, digest))
         prev = digest
         seq += 1
-    conn.execute(insert(AuditRecord), rows)
+    # Straight to the driver's executemany: this runs once per audited call.
+    conn.exec_driver_sql(_insert_sql(conn.dialect.paramstyle), rows)
     conn.execute(text("UPDATE audit_head SET hash = :h WHERE id = 1"), {"h": prev})
     return int(last)
+
+
+@lru_cache
+def _insert_sql(paramstyle: str) -> str:
+    columns = [*FIELDS, "prev_hash", "hash"]
+    mark = "?" if paramstyle == "qmark" else "%s"
+    names = ", ".join(f'"{c}"' for c in columns)
+    return f"INSERT INTO audit_record ({names}) VALUES ({', '.join([mark] * len(columns))})"
 
 
 def configure_chain(session: Session, alg: str) -> None:
