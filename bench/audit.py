@@ -254,8 +254,8 @@ def _load_chain(settings: Settings, records: int, console: Console) -> float:
                 _insert(cur, cols, rows, is_sqlite(url))
                 bar.update(task, advance=len(rows))
         console.print("重建索引 …")
-        for name, columns in INDEXES:
-            cur.execute(f"CREATE INDEX {name} ON audit_record ({columns})")
+        for name, indexed in INDEXES:
+            cur.execute(f"CREATE INDEX {name} ON audit_record ({indexed})")
         cur.close()
         raw.commit()
     finally:
