@@ -76,6 +76,7 @@ class AuditWriter:
             self._own_engine = None
 
     def _run(self) -> None:
+        self._checkpoint()  # whatever was appended while no writer ran (CLI, demo seeding)
         while True:
             try:
                 item = self._queue.get(timeout=self.idle_seconds)
