@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import auth, create_entry, unprotected_audit
+from conftest import auth, create_entry, entry_body, unprotected_audit
 
 from datatong.audit.chain import FIELDS, record_hash
 from datatong.audit.checkpoint import make_checkpoint, message
@@ -365,4 +365,34 @@ def test_settings_choose_the_algorithm(settings, world):
     prepare_database(settings)
     _chain(settings, 1)
     assert [r.alg for r in _records(settings)] == ["sm3", "sha256"]
+    assert verify(settings.database_url, _keys(settings)).ok
+
+
+def test_class_edits_imports_and_updates_are_recorded(client, world, settings):
+    admin = auth(client, "admin")
+    r = client.post("/api/v1/catalog/classes", json={"code": "101009", "name": "流动人口"}, headers=admin)
+    assert r.status_code == 201, r.text
+    client.patch(f"/api/v1/catalog/classes/{r.json()['id']}", json={"description": "说明"}, headers=admin)
+    csv = (
+        "信息资源名称,信息资源分类代码,摘要,信息资源格式分类,共享类型,共享方式,更新周期,信息项名称,数据类型,长度\n"
+        "户籍人口基本信息,101,全市户籍人口基本信息,数据库,无条件共享,共享平台,每日,身份证号,C,18\n"
+    ).encode()
+    r = client.post(
+        "/api/v1/catalog/import", files={"file": ("目录.csv", csv)}, headers=auth(client, "ga_officer")
+    )
+    assert r.status_code < 300, r.text
+    entry = create_entry(client)
+    put = client.put(
+        f"/api/v1/catalog/entries/{entry['id']}",
+        json={**entry_body(), "summary": "改过的摘要", "reason": "数据项调整"},
+        headers=auth(client, "ga_officer"),
+    )
+    assert put.status_code == 200, put.text
+    rows = {(x.action, x.resource): x for x in _records(settings)}
+    assert ("catalog.class.create", "class:101009") in rows
+    assert ("catalog.class.update", "class:101009") in rows
+    imported = next(x for x in rows.values() if x.action == "catalog.entry.import")
+    assert (imported.rows, imported.actor, imported.subject_department) == (1, "ga_officer", "GA")
+    update = rows[("catalog.entry.update", entry["code"])]
+    assert '"summary"' in (update.detail or "") and "数据项调整" in (update.detail or "")
     assert verify(settings.database_url, _keys(settings)).ok
