@@ -396,3 +396,14 @@ def test_class_edits_imports_and_updates_are_recorded(client, world, settings):
     update = rows[("catalog.entry.update", entry["code"])]
     assert '"summary"' in (update.detail or "") and "数据项调整" in (update.detail or "")
     assert verify(settings.database_url, _keys(settings)).ok
+
+
+def test_refused_pages_are_recorded(client, world, settings):
+    from test_pages import login
+
+    login(client, "ga_officer")
+    r = client.get("/audit", headers={"accept": "text/html"})
+    assert r.status_code == 403 and "<html" in r.text.lower()
+    last = _records(settings)[-1]
+    assert (last.action, last.actor, last.outcome) == ("request.refused", "ga_officer", "refused")
+    assert last.resource == "GET /audit"

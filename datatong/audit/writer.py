@@ -145,7 +145,11 @@ def writer_for(url: str, key_dir: Path, checkpoint_every: int = 1000) -> AuditWr
 def log_access(settings: Any, principal: Any, action: str, **kwargs: Any) -> int | None:
     """Record a read by an authenticated caller before the data leaves (fail closed:
     raises AuditUnavailable when the record cannot be written). Anonymous reads of
-    public catalog data are not recorded."""
+    public catalog data are not recorded.
+
+    For reads only: a request whose own transaction has written (or called ``record``)
+    holds the lock the writer needs, and would wait for itself until the timeout —
+    such a request uses ``service.record`` in its own transaction instead."""
     if not settings.audit_reads or principal is None or not principal.is_authenticated:
         return None
     writer = writer_for(settings.database_url, settings.keys_path, settings.audit_checkpoint_every)

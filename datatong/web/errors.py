@@ -71,7 +71,7 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-def _audit_refusal(request: Request, exc: AppError) -> None:
+def audit_refusal(request: Request, exc: AppError) -> None:
     """A refused request leaves a trace (its own transaction was rolled back)."""
     from datatong.audit.writer import log_refusal
     from datatong.orgs.service import ANONYMOUS
@@ -87,7 +87,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def app_error(request: Request, exc: AppError) -> JSONResponse:
         if exc.status_code == 403:
-            await run_in_threadpool(_audit_refusal, request, exc)
+            await run_in_threadpool(audit_refusal, request, exc)
         return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers or None)
 
     @app.exception_handler(RequestValidationError)

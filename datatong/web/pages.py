@@ -34,6 +34,7 @@ from datatong.orgs.models import ROLE_LABELS, Department, Role
 from datatong.orgs.service import ANONYMOUS, Principal
 from datatong.web import csrf
 from datatong.web.deps import get_principal, get_session
+from datatong.web.errors import audit_refusal
 
 TEMPLATES = Path(__file__).parent / "templates"
 templates = Jinja2Templates(directory=TEMPLATES)
@@ -212,6 +213,8 @@ def error_page(request: Request, exc: AppError) -> Response:
     page: Page | None = getattr(request.state, "page", None)
     if page is not None:
         page.rollback()
+    if exc.status_code == 403:
+        audit_refusal(request, exc)
     if exc.status_code == 401:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         if request.method != "GET":  # a form posted after the session ended: back to its page
