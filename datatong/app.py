@@ -75,9 +75,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     from datatong.catalog import api as catalog_api
     from datatong.catalog import ckan, dcat, files_api
     from datatong.orgs import api as orgs_api
+    from datatong.sharing import api as sharing_api
     from datatong.web import pages, wellknown
 
-    for module in (orgs_api, catalog_api, files_api, dcat, ckan, wellknown, audit_api, pages, audit_pages):
+    for module in (orgs_api, catalog_api, files_api, dcat, ckan, wellknown, audit_api, pages, audit_pages, sharing_api):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -119,3 +119,4 @@ def all_models() -> None:
     from datatong.audit import models as _a  # noqa: F401
     from datatong.catalog import models as _c  # noqa: F401
     from datatong.orgs import models as _o  # noqa: F401
+    from datatong.sharing import models as _s  # noqa: F401

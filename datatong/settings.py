@@ -66,6 +66,13 @@ class Settings:
     oidc_client_id: str | None = None
     oidc_client_secret: str | None = None
     oidc_username_claim: str = "preferred_username"
+    # Sharing deadlines in working days (datatong/sharing/workdays.py; local rules differ,
+    # some cities give providers 5) and the reminders sent at N working days left.
+    provider_answer_days: int = 10
+    compliance_review_days: int = 2
+    catalog_update_days: int = 15
+    need_answer_days: int = 10
+    reminder_days: tuple[int, ...] = (3, 1)
 
     @property
     def keys_path(self) -> Path:
@@ -98,4 +105,11 @@ def get_settings() -> Settings:
         oidc_client_id=os.environ.get("DATATONG_OIDC_CLIENT_ID") or None,
         oidc_client_secret=os.environ.get("DATATONG_OIDC_CLIENT_SECRET") or None,
         oidc_username_claim=os.environ.get("DATATONG_OIDC_USERNAME_CLAIM") or "preferred_username",
+        provider_answer_days=int(os.environ.get("DATATONG_PROVIDER_ANSWER_DAYS", "10")),
+        compliance_review_days=int(os.environ.get("DATATONG_COMPLIANCE_REVIEW_DAYS", "2")),
+        catalog_update_days=int(os.environ.get("DATATONG_CATALOG_UPDATE_DAYS", "15")),
+        need_answer_days=int(os.environ.get("DATATONG_NEED_ANSWER_DAYS", "10")),
+        reminder_days=tuple(
+            int(x) for x in os.environ.get("DATATONG_REMINDER_DAYS", "3,1").split(",") if x.strip()
+        ),
     )

@@ -73,6 +73,73 @@ IMPORT_CSV = (
     "户籍人口基本信息,101,全市户籍人口基本信息,数据库,无条件共享,共享平台,每日,身份证号,C,18\n"
 ).encode()
 
+
+# Sharing (datatong/sharing): a 有条件共享 entry of 公安局, an application of 民政局 moved
+# to the state a route needs, and grants of it.
+SH = "/api/v1/sharing"
+CONSUMERS = {"mz_officer"}
+SHARING_USERS = {"admin", "mz_officer", "ga_officer", "ga_admin"}
+PROVIDERS_OF_GA = {"ga_officer", "ga_admin"}
+
+
+def _sh_body(client: Any) -> dict[str, Any]:
+    from datetime import date, timedelta
+
+    entry = create_entry(client, publish=True)
+    return {
+        "entry_id": entry["id"],
+        "purpose_kind": "verification",
+        "purpose": "低保资格核验",
+        "legal_basis": "《社会救助暂行办法》",
+        "items": ["身份证号", "姓名"],
+        "period_start": date.today().isoformat(),
+        "period_end": (date.today() + timedelta(days=365)).isoformat(),
+        "rows_per_day": 100,
+        "system_name": "低保审核系统",
+    }
+
+
+def _sh_app(client: Any, state: str = "draft", review: bool = False) -> int:
+    if review:
+        client.put(f"{SH}/settings", json={"compliance_review": True}, headers=auth(client, "admin"))
+    mz, ga = auth(client, "mz_officer"), auth(client, "ga_admin")
+    r = client.post(f"{SH}/applications", json=_sh_body(client), headers=mz)
+    assert r.status_code == 201, r.text
+    app_id = int(r.json()["id"])
+    path = [
+        ("submit", mz, {"accept_commitment": True}),
+        ("decide", ga, {"decision": "reject", "reason": "无依据"}),
+        ("negotiate", mz, {"reason": "请协商"}),
+        ("escalate", mz, {"reason": "协商未果"}),
+    ]
+    steps = {"draft": 0, "submitted": 1, "rejected": 2, "negotiation": 3, "coordination": 4, "approved": 1}[state]
+    for action, headers, payload in path[:steps]:
+        r = client.post(f"{SH}/applications/{app_id}/{action}", json=payload, headers=headers)
+        assert r.status_code == 200, r.text
+    if state == "approved":
+        r = client.post(f"{SH}/applications/{app_id}/decide", json={"decision": "approve"}, headers=ga)
+        assert r.status_code == 200, r.text
+    return app_id
+
+
+def _sh_grant(client: Any, suspended: bool = False) -> int:
+    app_id = _sh_app(client, "approved")
+    grant_id = int(client.get(f"{SH}/applications/{app_id}", headers=auth(client, "mz_officer")).json()["grant_id"])
+    if suspended:
+        r = client.post(f"{SH}/grants/{grant_id}/suspend", json={"reason": "核查"}, headers=auth(client, "ga_admin"))
+        assert r.status_code == 200, r.text
+    return grant_id
+
+
+def _sh_renewal(client: Any) -> dict[str, Any]:
+    from datetime import date, timedelta
+
+    return {
+        "path": {"grant_id": _sh_grant(client)},
+        "json": {"valid_to": (date.today() + timedelta(days=800)).isoformat()},
+    }
+
+
 # (method, path) -> (roles allowed, request builder)
 MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
     ("POST", "/api/v1/auth/token"): (ALL, lambda c, w: {"json": {"username": "ga_officer", "password": PASSWORD}}),
@@ -188,6 +255,73 @@ MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
     ("GET", "/api/v1/audit/records"): (AUDIT_READERS, lambda c, w: {"params": {"action": "catalog."}}),
     ("GET", "/api/v1/audit/records/{seq}"): (AUDIT_READERS, lambda c, w: {"path": {"seq": _audit_record(c)}}),
     ("GET", "/api/v1/audit/export"): (AUDIT_READERS, lambda c, w: {"params": {"format": "csv"}}),
+    # Sharing: the consumer (民政局's officer) files, the provider (公安局) answers and manages
+    # grants, the platform admin reviews and coordinates (rules: tests/test_sharing_*.py).
+    ("POST", f"{SH}/applications"): (CONSUMERS, lambda c, w: {"json": _sh_body(c)}),
+    ("GET", f"{SH}/applications"): (SHARING_USERS, lambda c, w: {}),
+    ("GET", f"{SH}/applications/{{application_id}}"): (
+        SHARING_USERS,
+        lambda c, w: {"path": {"application_id": _sh_app(c, "submitted")}},
+    ),
+    ("POST", f"{SH}/applications/{{application_id}}/submit"): (
+        CONSUMERS,
+        lambda c, w: {"path": {"application_id": _sh_app(c)}, "json": {"accept_commitment": True}},
+    ),
+    ("POST", f"{SH}/applications/{{application_id}}/withdraw"): (
+        CONSUMERS,
+        lambda c, w: {"path": {"application_id": _sh_app(c, "submitted")}, "json": {}},
+    ),
+    ("POST", f"{SH}/applications/{{application_id}}/review"): (
+        {"admin"},
+        lambda c, w: {"path": {"application_id": _sh_app(c, "submitted", review=True)}, "json": {"decision": "pass"}},
+    ),
+    ("POST", f"{SH}/applications/{{application_id}}/decide"): (
+        PROVIDERS_OF_GA,
+        lambda c, w: {"path": {"application_id": _sh_app(c, "submitted")}, "json": {"decision": "approve"}},
+    ),
+    ("POST", f"{SH}/applications/{{application_id}}/negotiate"): (
+        CONSUMERS,
+        lambda c, w: {"path": {"application_id": _sh_app(c, "rejected")}, "json": {"reason": "请协商"}},
+    ),
+    ("POST", f"{SH}/applications/{{application_id}}/escalate"): (
+        CONSUMERS,
+        lambda c, w: {"path": {"application_id": _sh_app(c, "negotiation")}, "json": {"reason": "协商未果"}},
+    ),
+    ("POST", f"{SH}/applications/{{application_id}}/coordinate"): (
+        {"admin"},
+        lambda c, w: {
+            "path": {"application_id": _sh_app(c, "coordination")},
+            "json": {"decision": "uphold", "reason": "不宜共享"},
+        },
+    ),
+    ("POST", f"{SH}/unconditional-grants"): (
+        CONSUMERS,
+        lambda c, w: {
+            "json": {
+                "entry_id": create_entry(c, publish=True, share_type="unconditional", share_condition=None)["id"],
+                "purpose_kind": "work_reference",
+            }
+        },
+    ),
+    ("GET", f"{SH}/grants"): (SHARING_USERS | {"client"}, lambda c, w: {}),
+    ("GET", f"{SH}/grants/{{grant_id}}"): (
+        SHARING_USERS | {"client"},
+        lambda c, w: {"path": {"grant_id": _sh_grant(c)}},
+    ),
+    ("POST", f"{SH}/grants/{{grant_id}}/suspend"): (
+        PROVIDERS_OF_GA,
+        lambda c, w: {"path": {"grant_id": _sh_grant(c)}, "json": {"reason": "核查"}},
+    ),
+    ("POST", f"{SH}/grants/{{grant_id}}/resume"): (
+        PROVIDERS_OF_GA,
+        lambda c, w: {"path": {"grant_id": _sh_grant(c, suspended=True)}, "json": {}},
+    ),
+    ("POST", f"{SH}/grants/{{grant_id}}/revoke"): (
+        PROVIDERS_OF_GA,
+        lambda c, w: {"path": {"grant_id": _sh_grant(c)}, "json": {"reason": "违规使用"}},
+    ),
+    ("POST", f"{SH}/grants/{{grant_id}}/renew"): (PROVIDERS_OF_GA, lambda c, w: _sh_renewal(c)),
+    ("PUT", f"{SH}/settings"): ({"admin"}, lambda c, w: {"json": {"compliance_review": False}}),
 }
 
 
