@@ -113,6 +113,15 @@ def test_expired_and_not_yet_valid(client, settings):
     assert ask(settings, entry["code"], now=after).reason == "expired"
 
 
+def test_validity_runs_in_beijing_calendar_days(client, settings):
+    start = date.today() + timedelta(days=10)
+    entry, _ = granted(client, settings, period_start=start, period_end=start + timedelta(days=5))
+    eve = datetime.combine(start - timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    # 15:00 UTC is 23:00 in Beijing, still the day before; 17:00 UTC is 01:00 on the first day.
+    assert ask(settings, entry["code"], now=eve.replace(hour=15)).reason == "expired"
+    assert ask(settings, entry["code"], now=eve.replace(hour=17)).allowed
+
+
 def test_item_not_granted(client, settings):
     entry, _ = granted(client, settings, items=["姓名"])
     d = ask(settings, entry["code"], items=["姓名", "身份证号"])

@@ -6,7 +6,6 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy.orm import Session
 
 from datatong.audit.writer import log_access
-from datatong.db import utcnow
 from datatong.orgs.service import Principal
 from datatong.settings import Settings
 from datatong.sharing import service
@@ -39,7 +38,7 @@ AWAITING = ("compliance_review", "awaiting_provider")
 
 
 def application_out(app: ShareApplication) -> ApplicationOut:
-    today = utcnow().date()
+    today = service.today()
     return ApplicationOut.model_validate(
         {
             **{c: getattr(app, c) for c in ApplicationOut.model_fields if hasattr(app, c)},
@@ -102,7 +101,7 @@ def list_applications(
         principal,
         view=view,
         status=status,
-        overdue_on=utcnow().date() if overdue else None,
+        overdue_on=service.today() if overdue else None,
         limit=limit,
         offset=offset,
     )

@@ -22,6 +22,7 @@ from datatong.catalog.models import CatalogEntry
 from datatong.db import utcnow
 from datatong.orgs.service import Principal
 from datatong.sharing.models import Grant
+from datatong.sharing.workdays import local_date
 
 # Refusal reason codes, with the Chinese message shown to the caller.
 REASONS = {
@@ -79,7 +80,7 @@ def _refuse(reason: str, **kw: Any) -> Decision:
 def _check(grant: Grant, items: list[str], purpose: str, now: datetime) -> str | None:
     if grant.status in ("revoked", "suspended"):
         return grant.status
-    today = now.date()
+    today = local_date(now)  # grants run in Beijing calendar days
     if grant.status == "expired" or today < grant.valid_from or (grant.valid_to is not None and today > grant.valid_to):
         return "expired"
     if grant.purpose_kind != purpose:
@@ -162,7 +163,7 @@ def authorize(
     base["grant_id"] = grant.id
     base["items"] = wanted = wanted or list(grant.items)
     minute = now.strftime("%Y%m%d%H%M")
-    day = now.strftime("%Y%m%d")
+    day = local_date(now).strftime("%Y%m%d")  # rows per day reset at Beijing midnight
     if grant.rows_per_day is not None and rows > 0:
         taken = _take(session, grant.id, "d", day, rows, grant.rows_per_day)
         if taken is None:

@@ -37,7 +37,7 @@ from datatong.sharing.models import (
     ShareApplication,
     ShareEvent,
 )
-from datatong.sharing.workdays import due_date
+from datatong.sharing.workdays import due_date, local_date
 
 DEPT_ROLES = (Role.DEPT_ADMIN, Role.DATA_OFFICER)
 DEFAULT_CALLS_PER_MINUTE = 60
@@ -230,8 +230,13 @@ def _client_app(session: Session, client_id: str | None, department_id: int) -> 
     return app
 
 
-def _today(now: datetime | None = None) -> date:
-    return (now or utcnow()).date()
+def today(now: datetime | None = None) -> date:
+    """The calendar day in Beijing: periods and deadlines are Chinese calendar days, and a
+    UTC date would still be yesterday until 08:00."""
+    return local_date(now or utcnow())
+
+
+_today = today
 
 
 # ---------------------------------------------------------------- unconditional

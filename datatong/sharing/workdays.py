@@ -64,7 +64,7 @@ class CalendarUnknownYear(ValidationFailed):
 BEIJING = timezone(timedelta(hours=8), "北京时间")
 
 
-def _as_date(d: date | datetime) -> date:
+def local_date(d: date | datetime) -> date:
     """The calendar day of ``d``: an aware datetime (the platform stores UTC) is read in
     Beijing time; a naive datetime is taken as already local."""
     if isinstance(d, datetime):
@@ -84,14 +84,14 @@ def _is_working_day(d: date) -> bool:
 
 def is_working_day(d: date | datetime) -> bool:
     """Whether ``d`` is a working day (weekday not a holiday, or a 调休 make-up day)."""
-    return _is_working_day(_as_date(d))
+    return _is_working_day(local_date(d))
 
 
 def add_working_days(start: date | datetime, days: int) -> date:
     """The date on which ``days`` working days have passed after ``start`` (see module doc)."""
     if days < 0:
         raise ValueError("days must be >= 0")
-    d = _as_date(start)
+    d = local_date(start)
     remaining = days
     while remaining:
         d += timedelta(days=1)
@@ -102,7 +102,7 @@ def add_working_days(start: date | datetime, days: int) -> date:
 
 def working_days_between(start: date | datetime, end: date | datetime) -> int:
     """Working days in ``(start, end]``; negative when ``end`` is before ``start``."""
-    a, b = _as_date(start), _as_date(end)
+    a, b = local_date(start), local_date(end)
     sign = 1
     if b < a:
         a, b, sign = b, a, -1
@@ -140,4 +140,4 @@ def reminder_due(settings: Settings, today: date | datetime, due: date | datetim
 
 def is_overdue(today: date | datetime, due: date | datetime) -> bool:
     """Whether a deadline due on ``due`` has passed on ``today`` (due day itself is in time)."""
-    return _as_date(today) > _as_date(due)
+    return local_date(today) > local_date(due)
