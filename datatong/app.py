@@ -28,11 +28,14 @@ def prepare_database(settings: Settings) -> None:
     platform's signing key on first start."""
     from datatong.audit.service import configure_chain
     from datatong.catalog.service import seed_classes
+    from datatong.sharing import calendar, workdays
 
     upgrade(settings.database_url)
+    workdays.set_fallback(settings.calendar_fallback)
     with session_scope(settings.database_url) as session:
         seed_classes(session)
         configure_chain(session, settings.audit_hash)
+        calendar.load(session)
     keyring(settings.keys_path)
 
 
@@ -82,4 +85,3 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
-

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from datatong.audit.cli import audit_app, keys_app
 from datatong.errors import AppError
+from datatong.sharing.cli import calendar_app
 
 app = typer.Typer(help="数据通 Datatong — 政务信息资源共享交换平台", no_args_is_help=True)
 db_app = typer.Typer(help="数据库结构（迁移）", no_args_is_help=True)
@@ -26,6 +27,7 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(bench_app, name="bench")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(calendar_app, name="calendar")
 console = Console(stderr=True)
 
 

@@ -73,6 +73,9 @@ class Settings:
     catalog_update_days: int = 15
     need_answer_days: int = 10
     reminder_days: tuple[int, ...] = (3, 1)
+    # A year whose holidays nobody entered: "error" refuses to count (sharing.calendar_unknown_year),
+    # "weekends" counts Monday–Friday and marks the deadline 暂估 (provisional).
+    calendar_fallback: str = "error"
 
     @property
     def keys_path(self) -> Path:
@@ -109,7 +112,6 @@ def get_settings() -> Settings:
         compliance_review_days=int(os.environ.get("DATATONG_COMPLIANCE_REVIEW_DAYS", "2")),
         catalog_update_days=int(os.environ.get("DATATONG_CATALOG_UPDATE_DAYS", "15")),
         need_answer_days=int(os.environ.get("DATATONG_NEED_ANSWER_DAYS", "10")),
-        reminder_days=tuple(
-            int(x) for x in os.environ.get("DATATONG_REMINDER_DAYS", "3,1").split(",") if x.strip()
-        ),
+        reminder_days=tuple(int(x) for x in os.environ.get("DATATONG_REMINDER_DAYS", "3,1").split(",") if x.strip()),
+        calendar_fallback=os.environ.get("DATATONG_CALENDAR_FALLBACK", "error").lower(),
     )

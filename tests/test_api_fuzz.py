@@ -81,9 +81,7 @@ def _config(*, anonymous: bool) -> schemathesis.Config:
         # The coverage phase's boundary and negative cases (hundreds for an entry body)
         # run once, as the admin, whom they get past authorization; an anonymous caller
         # gets the random examples only, except on the login operations.
-        operations.append(
-            {"include-path-regex": f"^(?!{ANYONE[1:]})", "phases": {"coverage": {"enabled": False}}}
-        )
+        operations.append({"include-path-regex": f"^(?!{ANYONE[1:]})", "phases": {"coverage": {"enabled": False}}})
     return schemathesis.Config.from_dict(
         {
             "checks": {

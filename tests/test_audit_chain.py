@@ -377,9 +377,7 @@ def test_class_edits_imports_and_updates_are_recorded(client, world, settings):
         "信息资源名称,信息资源分类代码,摘要,信息资源格式分类,共享类型,共享方式,更新周期,信息项名称,数据类型,长度\n"
         "户籍人口基本信息,101,全市户籍人口基本信息,数据库,无条件共享,共享平台,每日,身份证号,C,18\n"
     ).encode()
-    r = client.post(
-        "/api/v1/catalog/import", files={"file": ("目录.csv", csv)}, headers=auth(client, "ga_officer")
-    )
+    r = client.post("/api/v1/catalog/import", files={"file": ("目录.csv", csv)}, headers=auth(client, "ga_officer"))
     assert r.status_code < 300, r.text
     entry = create_entry(client)
     put = client.put(

@@ -322,7 +322,21 @@ MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
     ),
     ("POST", f"{SH}/grants/{{grant_id}}/renew"): (PROVIDERS_OF_GA, lambda c, w: _sh_renewal(c)),
     ("PUT", f"{SH}/settings"): ({"admin"}, lambda c, w: {"json": {"compliance_review": False}}),
+    # The work calendar: everyone signed in reads it, only the platform admin enters a year.
+    ("GET", f"{SH}/calendar"): (AUTHENTICATED, lambda c, w: {}),
+    ("GET", f"{SH}/calendar/{{year}}"): (AUTHENTICATED, lambda c, w: {"path": {"year": 2026}}),
+    ("PUT", f"{SH}/calendar/{{year}}"): (
+        {"admin"},
+        lambda c, w: {"path": {"year": 2031}, "json": {"notice": "测试通知", "holidays": ["2031-01-01"]}},
+    ),
+    ("DELETE", f"{SH}/calendar/{{year}}"): ({"admin"}, lambda c, w: _calendar_year(c)),
 }
+
+
+def _calendar_year(client: Any) -> Request:
+    body = {"notice": "测试通知", "holidays": ["2032-01-01"]}
+    client.put(f"{SH}/calendar/2032", json=body, headers=auth(client, "admin")).raise_for_status()
+    return {"path": {"year": 2032}}
 
 
 def api_routes(app: Any) -> set[tuple[str, str]]:

@@ -13,17 +13,29 @@ from datatong.catalog import vocab
 text = st.one_of(st.none(), st.text(max_size=40), st.sampled_from(["", " ", "人口", "有条件共享", "C", "platform"]))
 item = st.fixed_dictionaries(
     {"name": st.text(max_size=20), "data_type": st.sampled_from([*vocab.DATA_TYPES, "X", ""])},
-    optional={"length": st.one_of(st.none(), st.integers(-5, 2_000_000)),
-              "sensitivity": st.sampled_from([*vocab.SENSITIVITIES, "绝密"]), "is_authoritative": st.booleans()},
+    optional={
+        "length": st.one_of(st.none(), st.integers(-5, 2_000_000)),
+        "sensitivity": st.sampled_from([*vocab.SENSITIVITIES, "绝密"]),
+        "is_authoritative": st.booleans(),
+    },
 )
-overrides = st.fixed_dictionaries({}, optional={
-    "name": text, "summary": text, "class_code": st.sampled_from(["101", "1", "999", "", "20101"]),
-    "share_type": st.sampled_from([*vocab.SHARE_TYPES, "有条件", ""]), "share_condition": text,
-    "no_share_basis": text, "share_method": st.one_of(st.none(), st.sampled_from([*vocab.SHARE_METHODS, "fax"])),
-    "update_cycle": st.sampled_from([*vocab.UPDATE_CYCLES, "hourly"]), "is_open": st.booleans(),
-    "format_category": st.sampled_from([*vocab.FORMAT_CATEGORIES, "pdf"]),
-    "items": st.lists(item, max_size=4), "release_date": st.sampled_from([None, "2026-02-30", "2026-01-01", "x"]),
-})
+overrides = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": text,
+        "summary": text,
+        "class_code": st.sampled_from(["101", "1", "999", "", "20101"]),
+        "share_type": st.sampled_from([*vocab.SHARE_TYPES, "有条件", ""]),
+        "share_condition": text,
+        "no_share_basis": text,
+        "share_method": st.one_of(st.none(), st.sampled_from([*vocab.SHARE_METHODS, "fax"])),
+        "update_cycle": st.sampled_from([*vocab.UPDATE_CYCLES, "hourly"]),
+        "is_open": st.booleans(),
+        "format_category": st.sampled_from([*vocab.FORMAT_CATEGORIES, "pdf"]),
+        "items": st.lists(item, max_size=4),
+        "release_date": st.sampled_from([None, "2026-02-30", "2026-01-01", "x"]),
+    },
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -43,10 +55,13 @@ def test_random_entries_are_created_or_refused_clearly(client, changes: dict[str
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(q=st.text(max_size=30), sort=st.sampled_from(["relevance", "modified", "name", "code", "x"]),
-       cursor=st.one_of(st.none(), st.text(max_size=30)), limit=st.integers(-3, 300))
-def test_random_searches_answer_or_refuse_clearly(client, q: str, sort: str, cursor: str | None,
-                                                  limit: int) -> None:
+@given(
+    q=st.text(max_size=30),
+    sort=st.sampled_from(["relevance", "modified", "name", "code", "x"]),
+    cursor=st.one_of(st.none(), st.text(max_size=30)),
+    limit=st.integers(-3, 300),
+)
+def test_random_searches_answer_or_refuse_clearly(client, q: str, sort: str, cursor: str | None, limit: int) -> None:
     params: dict[str, Any] = {"q": q, "sort": sort, "limit": limit}
     if cursor is not None:
         params["cursor"] = cursor

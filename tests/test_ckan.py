@@ -108,9 +108,7 @@ def test_facets(entries: Any, ckan: Any) -> None:
     assert {k: v["count"] for k, v in orgs.items()} == {"GA": 2, "MZ": 2}
     assert orgs["MZ"]["display_name"] == "示范市民政局"
     assert result["facets"]["res_format"] == {"database": 2, "spreadsheet": 1, "file": 1}
-    cycles = {
-        i["name"]: i["display_name"] for i in result["search_facets"]["update_cycle"]["items"]
-    }
+    cycles = {i["name"]: i["display_name"] for i in result["search_facets"]["update_cycle"]["items"]}
     assert cycles == {"daily": "每日", "monthly": "每月"}
     assert result["search_facets"]["tags"] == {"title": "tags", "items": []}
     # A facet the client takes from the answer filters to exactly its count.
@@ -141,10 +139,7 @@ def test_fq_filters(entries: Any, ckan: Any) -> None:
 
 
 def test_rows_and_start_page_consistently(client: TestClient, ckan: Any) -> None:
-    codes = {
-        create_entry(client, publish=True, is_open=True, name=f"人口信息{i:02d}")["code"]
-        for i in range(9)
-    }
+    codes = {create_entry(client, publish=True, is_open=True, name=f"人口信息{i:02d}")["code"] for i in range(9)}
     for sort in ("title_string asc", "metadata_modified desc", "name asc", "score desc"):
         everything = ckan.action.package_search(q="人口", sort=sort, rows=1000)
         assert everything["count"] == 9 and set(_codes(everything)) == codes
@@ -154,18 +149,14 @@ def test_rows_and_start_page_consistently(client: TestClient, ckan: Any) -> None
             assert page["count"] == 9
             pages.extend(_codes(page))
         assert pages == _codes(everything), sort
-    titles = [
-        p["title"] for p in ckan.action.package_search(sort="title_string asc", rows=3)["results"]
-    ]
+    titles = [p["title"] for p in ckan.action.package_search(sort="title_string asc", rows=3)["results"]]
     assert titles == ["人口信息00", "人口信息01", "人口信息02"]
     for bad in ({"rows": 1001}, {"rows": "many"}, {"start": -1}, {"sort": "metadata_modified asc"}):
         with pytest.raises(ckanapi.ValidationError):
             ckan.action.package_search(**bad)
 
 
-def test_package_show_and_list(
-    entries: Any, ckan: Any, client: TestClient, live_server: str
-) -> None:
+def test_package_show_and_list(entries: Any, ckan: Any, client: TestClient, live_server: str) -> None:
     code = entries["hj"]["code"]
     for ident in (code, code.lower(), str(entries["hj"]["id"])):
         pkg = ckan.action.package_show(id=ident)
@@ -180,9 +171,7 @@ def test_package_show_and_list(
     ):
         with pytest.raises(ckanapi.NotFound):
             ckan.action.package_show(id=missing)
-    assert sorted(ckan.action.package_list()) == sorted(
-        entries[k]["code"].lower() for k in ("hj", "ld", "ln", "hy")
-    )
+    assert sorted(ckan.action.package_list()) == sorted(entries[k]["code"].lower() for k in ("hj", "ld", "ln", "hy"))
 
     # A signed-in department passes its token as the CKAN API key and sees more.
     token = auth(client, "mz_officer")["Authorization"].split()[1]
@@ -281,14 +270,10 @@ def test_ckanapi_cli(entries: Any, live_server: str, tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     dumped = [json.loads(line) for line in dump.read_text().splitlines()]
-    assert sorted(p["id"] for p in dumped) == sorted(
-        entries[k]["code"] for k in ("hj", "ld", "ln", "hy")
-    )
+    assert sorted(p["id"] for p in dumped) == sorted(entries[k]["code"] for k in ("hj", "ld", "ln", "hy"))
 
 
-def test_closed_catalog_refuses_anonymous_callers(
-    entries: Any, client: TestClient, settings: Any
-) -> None:
+def test_closed_catalog_refuses_anonymous_callers(entries: Any, client: TestClient, settings: Any) -> None:
     closed = TestClient(create_app(replace(settings, anonymous_catalog="none"), migrate=False))
     r = closed.get("/api/3/action/package_search", params={"q": "人口"})
     assert r.status_code == 403

@@ -131,10 +131,7 @@ def test_access_rights_and_extension_for_signed_in_users(client: TestClient) -> 
 
 
 def test_cursor_paging_returns_every_entry_once(client: TestClient) -> None:
-    codes = {
-        create_entry(client, publish=True, is_open=True, name=f"人口信息{i}")["code"]
-        for i in range(7)
-    }
+    codes = {create_entry(client, publish=True, is_open=True, name=f"人口信息{i}")["code"] for i in range(7)}
     url: str | None = EXPORT + "?limit=3"
     seen: list[str] = []
     pages = 0
@@ -213,9 +210,7 @@ def test_bad_paging_parameters(client: TestClient, query: str) -> None:
 def test_anonymous_catalog_setting(client: TestClient, settings: Any) -> None:
     """What the public sees follows settings.anonymous_catalog, like the rest of the API."""
     e = _world_entries(client)
-    published = TestClient(
-        create_app(replace(settings, anonymous_catalog="published"), migrate=False)
-    )
+    published = TestClient(create_app(replace(settings, anonymous_catalog="published"), migrate=False))
     codes = set(_datasets(published.get(EXPORT).json()))
     assert codes == {e[k]["code"] for k in ("open", "open_mz", "shared", "none")}
     closed = TestClient(create_app(replace(settings, anonymous_catalog="none"), migrate=False))

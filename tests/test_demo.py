@@ -54,8 +54,7 @@ def test_demo_city_has_departments_users_and_a_catalog(city: Settings) -> None:
         assert {d.level for d in depts} == {"city", "district"}
         roles = {u.username: u.role for u in session.scalars(select(User))}
         assert roles == {name: spec[0] for name, spec in demodata.DEMO_USERS.items()}
-        statuses = dict(session.execute(select(CatalogEntry.status, func.count())
-                                        .group_by(CatalogEntry.status)).all())
+        statuses = dict(session.execute(select(CatalogEntry.status, func.count()).group_by(CatalogEntry.status)).all())
         assert sum(statuses.values()) == ENTRIES
         assert statuses["published"] > ENTRIES * 0.7
         assert statuses["pending_publish"] > 0 and statuses["draft"] > 0
@@ -79,8 +78,7 @@ def test_anonymous_search_finds_open_population_data(city: Settings, app: Any) -
 
 def test_demo_login_works(city: Settings, app: Any) -> None:
     client = TestClient(app)
-    r = client.post("/api/v1/auth/token",
-                    json={"username": "ga_officer", "password": demodata.DEMO_PASSWORD})
+    r = client.post("/api/v1/auth/token", json={"username": "ga_officer", "password": demodata.DEMO_PASSWORD})
     assert r.status_code == 200, r.text
 
 
@@ -95,8 +93,9 @@ def test_seeding_twice_changes_nothing(city: Settings) -> None:
 # ---------------------------------------------------------------- index == SQL
 
 
-def _both(session_factory: Any, who: Principal, params: finder.SearchParams,
-          anonymous: str = "open") -> tuple[Any, Any]:
+def _both(
+    session_factory: Any, who: Principal, params: finder.SearchParams, anonymous: str = "open"
+) -> tuple[Any, Any]:
     with session_factory() as s1:
         fast = finder.search(s1, who, finder.SearchParams(**params.__dict__), anonymous)
         fast_ids = [e.id for e in fast.entries]
@@ -113,13 +112,16 @@ def _random_params(rng: random.Random, words: list[str], providers: list[str]) -
     q = " ".join(rng.sample(words, rng.choice([0, 1, 1, 1, 2, 3])))
     params = finder.SearchParams(q=q, sort=rng.choice(finder.SORTS), limit=rng.choice([1, 7, 20]))
     for _ in range(rng.choice([0, 0, 1, 2])):
-        kind = rng.choice(["provider", "class_code", "share_type", "open", "status", "update_cycle",
-                           "format"])
-        value = {"provider": rng.choice(providers), "class_code": rng.choice(["1", "2", "3", "101", "203"]),
-                 "share_type": rng.choice(["conditional", "unconditional", "none"]),
-                 "open": rng.choice([True, False]), "status": rng.choice(["published", "draft"]),
-                 "update_cycle": rng.choice(["daily", "monthly"]),
-                 "format": rng.choice(["database", "service"])}[kind]
+        kind = rng.choice(["provider", "class_code", "share_type", "open", "status", "update_cycle", "format"])
+        value = {
+            "provider": rng.choice(providers),
+            "class_code": rng.choice(["1", "2", "3", "101", "203"]),
+            "share_type": rng.choice(["conditional", "unconditional", "none"]),
+            "open": rng.choice([True, False]),
+            "status": rng.choice(["published", "draft"]),
+            "update_cycle": rng.choice(["daily", "monthly"]),
+            "format": rng.choice(["database", "service"]),
+        }[kind]
         setattr(params, kind, value)
     return params
 
@@ -129,8 +131,25 @@ def test_index_and_sql_give_the_same_pages_counts_and_facets(city: Settings) -> 
 
     factory = session_factory(city.database_url)
     rng = random.Random(7)
-    words = ["人口", "户籍", "企业 登记", "身份证号", "姓名", "许可", "婚姻", "社会保险", "信息",
-             "公安局", "不动产", "监测", "卫星遥感", "2020", "12345", "信用", "养老"]
+    words = [
+        "人口",
+        "户籍",
+        "企业 登记",
+        "身份证号",
+        "姓名",
+        "许可",
+        "婚姻",
+        "社会保险",
+        "信息",
+        "公安局",
+        "不动产",
+        "监测",
+        "卫星遥感",
+        "2020",
+        "12345",
+        "信用",
+        "养老",
+    ]
     with factory() as session:
         who_all = _principals(session)
         providers = list(session.scalars(select(Department.code)))
@@ -203,13 +222,13 @@ def test_index_follows_commits_of_every_kind(city: Settings) -> None:
             return finder.search(s, principal, finder.SearchParams(q=q)).total
 
     with session_scope(city.database_url) as session:
-        entry = session.scalars(select(CatalogEntry).where(CatalogEntry.status == "published",
-                                                           CatalogEntry.provider_code == "QYGA")).first()
+        entry = session.scalars(
+            select(CatalogEntry).where(CatalogEntry.status == "published", CatalogEntry.provider_code == "QYGA")
+        ).first()
         assert entry is not None
         entry_id, name = entry.id, entry.name
     assert total("星际穿越") == 0
-    body = EntryUpdate(**{**_entry_in(city, entry_id), "name": "星际穿越户籍信息",
-                                  "reason": "更名"})
+    body = EntryUpdate(**{**_entry_in(city, entry_id), "name": "星际穿越户籍信息", "reason": "更名"})
     with session_scope(city.database_url) as session:
         service.update_entry(session, admin, entry_id, body, body.reason)
         # Inside the writing transaction the change is visible (answered by SQL).
@@ -264,22 +283,39 @@ def _snapshot(session: Any, codes: list[str]) -> list[Any]:
         fields = {f: getattr(e, f) for f in service.ENTRY_FIELDS if f != "release_date"}
         items = [(i.position, i.name, *(getattr(i, f) for f in service.ITEM_FIELDS)) for i in e.items]
         # create_entry records "create", the bulk path "import"; everything else must agree.
-        versions = [(v.version, v.action.replace("import", "create"), v.status, v.actor_name, v.reason, v.changes)
-                    for v in session.scalars(select(EntryVersion).where(EntryVersion.entry_id == e.id))]
-        out.append((fields, e.status, e.class_code, e.catalog_type, e.provider_id, items, versions,
-                    _index_terms(session, e.id)))
+        versions = [
+            (v.version, v.action.replace("import", "create"), v.status, v.actor_name, v.reason, v.changes)
+            for v in session.scalars(select(EntryVersion).where(EntryVersion.entry_id == e.id))
+        ]
+        out.append(
+            (
+                fields,
+                e.status,
+                e.class_code,
+                e.catalog_type,
+                e.provider_id,
+                items,
+                versions,
+                _index_terms(session, e.id),
+            )
+        )
     return out
 
 
 def _index_terms(session: Any, entry_id: int) -> tuple[set[str], set[str]]:
     """(all terms, title terms) as the full-text index holds them."""
     if is_sqlite(session.get_bind()):
-        title, body = session.execute(text("SELECT title, body FROM catalog_fts WHERE rowid = :i"),
-                                      {"i": entry_id}).one()
+        title, body = session.execute(
+            text("SELECT title, body FROM catalog_fts WHERE rowid = :i"), {"i": entry_id}
+        ).one()
         return set(title.split()) | set(body.split()), set(title.split())
-    terms, title = session.execute(text(
-        "SELECT tsvector_to_array(tsv), tsvector_to_array(ts_filter(tsv, '{a}')) "
-        "FROM catalog_search WHERE entry_id = :i"), {"i": entry_id}).one()
+    terms, title = session.execute(
+        text(
+            "SELECT tsvector_to_array(tsv), tsvector_to_array(ts_filter(tsv, '{a}')) "
+            "FROM catalog_search WHERE entry_id = :i"
+        ),
+        {"i": entry_id},
+    ).one()
     return set(terms), set(title)
 
 
@@ -292,8 +328,11 @@ def test_bulk_import_stores_what_create_entry_stores(city: Settings) -> None:
         for res in demo.resources()[:40]:
             d = depts[res.dept]
             made.append(factory.make(res, d.code, d.name, classes[res.dept], d.short_name or d.name))
-        made.append(made[0].model_copy(update={"name": "  带空格的名称 ", "share_type": "none",
-                                                "no_share_basis": "依据", "is_open": False}))
+        made.append(
+            made[0].model_copy(
+                update={"name": "  带空格的名称 ", "share_type": "none", "no_share_basis": "依据", "is_open": False}
+            )
+        )
         admin = Principal("user", None, "t", "测试", "platform_admin", None)
         # The reference is the one-entry-at-a-time path the API uses (create_entry).
         slow = [service.create_entry(session, admin, e, "对比").code for e in made]
@@ -305,19 +344,27 @@ def test_bulk_import_stores_what_create_entry_stores(city: Settings) -> None:
 def test_tsvector_built_in_python_matches_the_server(city: Settings) -> None:
     if is_sqlite(city.database_url):
         pytest.skip("PostgreSQL only")
-    title, body = fts.document_tokens("户籍人口基本信息2020", "清源市公安局", "包括姓名、身份证号 abc 12",
-                                      "人口,户籍", ["姓名", "身份证号"])
+    title, body = fts.document_tokens(
+        "户籍人口基本信息2020", "清源市公安局", "包括姓名、身份证号 abc 12", "人口,户籍", ["姓名", "身份证号"]
+    )
     literal = fts.tsvector_literal(title, body)
     assert literal is not None
     with session_scope(city.database_url) as session:
-        ours = session.execute(text(
-            "SELECT tsvector_to_array(CAST(:v AS tsvector)), "
-            "tsvector_to_array(ts_filter(CAST(:v AS tsvector), '{a}'))"), {"v": literal}).one()
-        server = session.execute(text(
-            "SELECT tsvector_to_array(v), tsvector_to_array(ts_filter(v, '{a}')) FROM ("
-            "SELECT setweight(to_tsvector('simple', :t), 'A') || "
-            "setweight(to_tsvector('simple', :b), 'B') AS v) x"),
-            {"t": " ".join(title), "b": " ".join(body)}).one()
+        ours = session.execute(
+            text(
+                "SELECT tsvector_to_array(CAST(:v AS tsvector)), "
+                "tsvector_to_array(ts_filter(CAST(:v AS tsvector), '{a}'))"
+            ),
+            {"v": literal},
+        ).one()
+        server = session.execute(
+            text(
+                "SELECT tsvector_to_array(v), tsvector_to_array(ts_filter(v, '{a}')) FROM ("
+                "SELECT setweight(to_tsvector('simple', :t), 'A') || "
+                "setweight(to_tsvector('simple', :b), 'B') AS v) x"
+            ),
+            {"t": " ".join(title), "b": " ".join(body)},
+        ).one()
     assert (set(ours[0]), set(ours[1])) == (set(server[0]), set(server[1]))
 
 
@@ -332,9 +379,20 @@ def test_catalog_benchmark_runs_small() -> None:
     result = run(entries=400, database_url=server, searches=20, regions=2, baseline_limit=5)
     assert result["entries"] == 400
     assert result["database"] == ("sqlite" if not server or server.startswith("sqlite") else "postgresql")
-    for key in ("generate_seconds", "import_seconds", "search_p50_ms", "search_p95_ms", "search_p99_ms",
-                "baseline_p50_ms", "baseline_p95_ms", "speedup_vs_baseline", "import_target_met",
-                "search_target_met", "searches", "baseline_queries"):
+    for key in (
+        "generate_seconds",
+        "import_seconds",
+        "search_p50_ms",
+        "search_p95_ms",
+        "search_p99_ms",
+        "baseline_p50_ms",
+        "baseline_p95_ms",
+        "speedup_vs_baseline",
+        "import_target_met",
+        "search_target_met",
+        "searches",
+        "baseline_queries",
+    ):
         assert key in result
     assert result["searches"] == 20 and result["baseline_queries"] == 5
 
@@ -343,12 +401,15 @@ def _bulk_state(session: Any) -> Any:
     """What a large bulk load takes away for its duration."""
     if is_sqlite(session.get_bind()):
         return session.execute(text("SELECT bulk FROM catalog_change_ctl")).scalar()
-    return session.execute(text(
-        "SELECT (SELECT count(*) FROM pg_constraint WHERE contype = 'f' "
-        "        AND conrelid = ANY(CAST(:t AS regclass[]))), "
-        "       (SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_catalog_search_tsv'), "
-        "       (SELECT tgenabled FROM pg_trigger WHERE tgname = 'catalog_change_ins')"),
-        {"t": fts.BULK_TABLES}).one()
+    return session.execute(
+        text(
+            "SELECT (SELECT count(*) FROM pg_constraint WHERE contype = 'f' "
+            "        AND conrelid = ANY(CAST(:t AS regclass[]))), "
+            "       (SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_catalog_search_tsv'), "
+            "       (SELECT tgenabled FROM pg_trigger WHERE tgname = 'catalog_change_ins')"
+        ),
+        {"t": fts.BULK_TABLES},
+    ).one()
 
 
 def test_a_failed_bulk_load_puts_everything_back(city: Settings) -> None:

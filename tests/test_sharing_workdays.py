@@ -6,6 +6,7 @@ and checked against chinese_calendar's data (see the day-by-day tables in commen
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from datatong.errors import AppError
 from datatong.settings import Settings, get_settings
+from datatong.sharing import calendar, workdays
 from datatong.sharing.workdays import (
     FIRST_YEAR,
     LAST_YEAR,
@@ -270,7 +272,7 @@ def test_known_years_come_from_the_package() -> None:
         lambda: working_days_between(D(LAST_YEAR + 1, 1, 5), D(LAST_YEAR, 12, 1)),
     ],
 )
-def test_unknown_year_is_a_clear_error(call: object) -> None:
+def test_unknown_year_is_a_clear_error(call: object, strict_calendar: None) -> None:
     assert callable(call)
     with pytest.raises(CalendarUnknownYear) as info:
         call()
@@ -281,6 +283,119 @@ def test_unknown_year_is_a_clear_error(call: object) -> None:
     assert str(err.year) in err.message and str(err.year) in err.message_en
     assert err.year in (FIRST_YEAR - 1, LAST_YEAR + 1)
     assert err.to_dict()["error"]["code"] == "sharing.calendar_unknown_year"
+
+
+@pytest.fixture
+def strict_calendar() -> Iterator[None]:
+    """The default: a year nobody knows is an error. Restores the suite's mode after."""
+    before = workdays.fallback()
+    workdays.set_fallback("error")
+    workdays.set_supplement({})
+    yield
+    workdays.set_fallback(before)
+    workdays.set_supplement({})
+
+
+# --- the supplementary calendar (admin-entered years) -----------------------------------
+
+NEXT = LAST_YEAR + 1
+# A plausible arrangement for the year after the package's last (test data, not a notice).
+NEXT_YEAR_TEXT = f"""
+# 测试用安排
+{NEXT}-01-01 休 元旦
+{NEXT}-02-08 至 {NEXT}-02-12 休 春节
+{NEXT}-02-06 班 春节调休
+"""
+
+
+def _first_weekend(year: int, month: int) -> date:
+    d = D(year, month, 1)
+    while d.weekday() != 5:
+        d += timedelta(days=1)
+    return d
+
+
+def test_supplement_makes_an_unknown_year_countable(strict_calendar: None) -> None:
+    with pytest.raises(CalendarUnknownYear):
+        add_working_days(D(LAST_YEAR, 12, 24), 10)
+    plan = calendar.parse(NEXT_YEAR_TEXT, NEXT, "测试通知")
+    workdays.set_supplement({NEXT: {d: w for d, (w, _) in plan.days.items()}})
+    assert not is_working_day(D(NEXT, 1, 1))
+    assert not is_working_day(D(NEXT, 2, 10))
+    saturday = _first_weekend(NEXT, 3)
+    assert not is_working_day(saturday)  # a plain weekend stays a rest day
+    if D(NEXT, 2, 6).weekday() >= 5:
+        assert is_working_day(D(NEXT, 2, 6))  # 调休 make-up day
+    # The count now runs across the year boundary and skips the entered holiday.
+    due = add_working_days(D(LAST_YEAR, 12, 24), 10)
+    assert due.year == NEXT
+    assert working_days_between(D(LAST_YEAR, 12, 24), due) == 10
+    assert not workdays.is_provisional(D(LAST_YEAR, 12, 24), due)
+    # Without the entered year the same count is refused again.
+    workdays.set_supplement({})
+    with pytest.raises(CalendarUnknownYear) as info:
+        add_working_days(D(LAST_YEAR, 12, 24), 10)
+    assert "calendar import" in info.value.message
+
+
+def test_supplement_overrides_the_package(strict_calendar: None) -> None:
+    # 2025-10-01 is 国庆 in the package; an entered year replaces the package's data whole.
+    assert not is_working_day(D(2025, 10, 1))
+    workdays.set_supplement({2025: {D(2025, 1, 1): False}})
+    assert is_working_day(D(2025, 10, 1))
+    assert not is_working_day(D(2025, 1, 1))
+
+
+def test_weekends_fallback_is_provisional(strict_calendar: None) -> None:
+    workdays.set_fallback("weekends")
+    monday = D(NEXT, 1, 4) + timedelta(days=(7 - D(NEXT, 1, 4).weekday()) % 7)
+    assert is_working_day(monday)
+    assert not is_working_day(monday + timedelta(days=5))
+    due = add_working_days(D(LAST_YEAR, 12, 24), 10)
+    assert workdays.is_provisional(D(LAST_YEAR, 12, 24), due)
+    assert not workdays.is_provisional(D(2025, 1, 2), D(2025, 3, 1))
+    with pytest.raises(ValueError):
+        workdays.set_fallback("guess")
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (f"{NEXT}-13-01 休 元旦", "无效"),
+        (f"{NEXT}-01-01 放假", "无法识别"),
+        (f"{NEXT - 1}-12-31 休 跨年", "不在"),
+        (f"{NEXT}-02-12 至 {NEXT}-02-08 休 春节", "结束早于开始"),
+        (f"{NEXT}-01-01 休 元旦\n{NEXT}-01-01 班 元旦", "同时"),
+        ('{"year": 1999, "holidays": []}', "年份"),
+        ('{"year": 2030, "holidays": [1]}', "对象或日期"),
+        ("{not json", "JSON"),
+    ],
+)
+def test_calendar_parse_errors_are_clear(content: str, fragment: str) -> None:
+    with pytest.raises(AppError) as info:
+        calendar.parse(content, NEXT, "测试通知")
+    assert info.value.code == "sharing.calendar_invalid"
+    assert fragment in info.value.message
+
+
+def test_make_up_day_must_be_a_weekend() -> None:
+    weekday = D(NEXT, 3, 2) + timedelta(days=(0 - D(NEXT, 3, 2).weekday()) % 7)
+    with pytest.raises(AppError) as info:
+        calendar.parse(f"{weekday} 班 调休", NEXT, "测试通知")
+    assert "周一至周五" in info.value.message
+
+
+def test_calendar_parse_json_ranges() -> None:
+    plan = calendar.parse_json(
+        {
+            "year": 2030,
+            "notice": "通知",
+            "holidays": [{"from": "2030-10-01", "to": "2030-10-07", "name": "国庆节"}, "2030-01-01"],
+            "workdays": [{"date": str(_first_weekend(2030, 9)), "name": "国庆调休"}],
+        }
+    )
+    assert sum(1 for w, _ in plan.days.values() if not w) == 8
+    assert plan.days[D(2030, 10, 3)] == (False, "国庆节")
 
 
 # --- properties -------------------------------------------------------------------------

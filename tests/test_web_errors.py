@@ -25,8 +25,13 @@ def test_ids_beyond_64_bits_are_not_found_not_500(client):
 
     huge = "99999999999999999999"
     headers = auth(client, "admin")
-    for path in (f"/api/v1/catalog/entries/{huge}", f"/api/v1/departments/{huge}", f"/api/v1/users/{huge}",
-                 f"/api/v1/catalog/entries/{huge}/versions", f"/api/v1/catalog/entries/{huge}/dcat.jsonld"):
+    for path in (
+        f"/api/v1/catalog/entries/{huge}",
+        f"/api/v1/departments/{huge}",
+        f"/api/v1/users/{huge}",
+        f"/api/v1/catalog/entries/{huge}/versions",
+        f"/api/v1/catalog/entries/{huge}/dcat.jsonld",
+    ):
         r = client.get(path, headers=headers)
         assert r.status_code == 404, (path, r.status_code)
         assert r.json()["error"]["code"] == "not_found"

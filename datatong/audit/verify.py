@@ -63,9 +63,8 @@ def _fetch(engine: Engine, lo: int, hi: int) -> Iterator[list[tuple[Any, ...]]]:
     Straight from the driver (plain tuples, a server-side cursor on PostgreSQL): at ten
     million rows, building result objects would cost more than hashing."""
     sqlite = is_sqlite(engine)
-    sql = (
-        f"SELECT seq, {canonical_sql(sqlite)}, alg, prev_hash, hash FROM audit_record "
-        + ("WHERE seq >= ? AND seq <= ? ORDER BY seq" if sqlite else "WHERE seq >= %s AND seq <= %s ORDER BY seq")
+    sql = f"SELECT seq, {canonical_sql(sqlite)}, alg, prev_hash, hash FROM audit_record " + (
+        "WHERE seq >= ? AND seq <= ? ORDER BY seq" if sqlite else "WHERE seq >= %s AND seq <= %s ORDER BY seq"
     )
     raw = engine.raw_connection()
     try:
@@ -101,8 +100,12 @@ def verify_range(
     for chunk in _fetch(engine, lo, hi):
         for seq, canon, alg, stored_prev, stored in chunk:
             if seq != expected:
-                return seen, expected - 1, Problem(
-                    expected, "missing", f"记录 #{expected} 缺失（被删除或改号）", f"Record #{expected} is missing"
+                return (
+                    seen,
+                    expected - 1,
+                    Problem(
+                        expected, "missing", f"记录 #{expected} 缺失（被删除或改号）", f"Record #{expected} is missing"
+                    ),
                 )
             if canon.count(US) != fields or RS in canon or alg not in hashers:
                 return seen, seq, Problem(seq, "malformed", f"记录 #{seq} 含非法字符", f"Record #{seq} is malformed")
@@ -110,18 +113,24 @@ def verify_range(
                 return seen, seq, _broken(seq, canon, hashers[alg], prev, stored_prev, stored)
             want = signed.get(seq)
             if want is not None and want != stored:
-                return seen, seq, Problem(
+                return (
+                    seen,
                     seq,
-                    "checkpoint_mismatch",
-                    f"记录 #{seq} 与签名检查点不符：此前的链被整体重写",
-                    f"Record #{seq} differs from its signed checkpoint: the chain up to it was rewritten",
+                    Problem(
+                        seq,
+                        "checkpoint_mismatch",
+                        f"记录 #{seq} 与签名检查点不符：此前的链被整体重写",
+                        f"Record #{seq} differs from its signed checkpoint: the chain up to it was rewritten",
+                    ),
                 )
             prev, expected, seen = stored, expected + 1, seen + 1
         if progress:
             progress(len(chunk))
     if expected <= hi:
-        return seen, expected - 1, Problem(
-            expected, "missing", f"记录 #{expected} 缺失（被删除或改号）", f"Record #{expected} is missing"
+        return (
+            seen,
+            expected - 1,
+            Problem(expected, "missing", f"记录 #{expected} 缺失（被删除或改号）", f"Record #{expected} is missing"),
         )
     return seen, expected - 1, None
 
@@ -159,9 +168,7 @@ def _worker(args: tuple[str, int, int, str, dict[int, str]]) -> tuple[int, int, 
     return verify_range(url, lo, hi, prev, signed, tick)
 
 
-def _check_signatures(
-    checkpoints: list[Any], keys: Mapping[str, VerifyKey]
-) -> tuple[dict[int, str], Problem | None]:
+def _check_signatures(checkpoints: list[Any], keys: Mapping[str, VerifyKey]) -> tuple[dict[int, str], Problem | None]:
     signed: dict[int, str] = {}
     for cp in checkpoints:
         key = keys.get(cp.key_id)

@@ -73,9 +73,7 @@ ACTIVE_STATUSES = ("published", "pending_revoke")
 class CkanError(Exception):
     """An error in CKAN's shape: ``__type``, message, HTTP status, field errors."""
 
-    def __init__(
-        self, kind: str, message: str, status: int, fields: dict[str, list[str]] | None = None
-    ) -> None:
+    def __init__(self, kind: str, message: str, status: int, fields: dict[str, list[str]] | None = None) -> None:
         super().__init__(message)
         self.kind, self.message, self.status, self.fields = kind, message, status, fields or {}
 
@@ -138,15 +136,11 @@ async def action_data(request: Request) -> Parsed:
     except (ValueError, UnicodeDecodeError) as exc:
         return Parsed(error=CkanError("Bad Request", f"Bad request - JSON Error: {exc}", 400))
     if not isinstance(body, dict):
-        return Parsed(
-            error=CkanError("Bad Request", "Bad request - JSON Error: not an object", 400)
-        )
+        return Parsed(error=CkanError("Bad Request", "Bad request - JSON Error: not an object", 400))
     return Parsed({**data, **body})
 
 
-def int_param(
-    data: dict[str, Any], name: str, default: int, low: int = 0, high: int | None = None
-) -> int:
+def int_param(data: dict[str, Any], name: str, default: int, low: int = 0, high: int | None = None) -> int:
     value = data.get(name)
     if value is None or value == "":
         return default
@@ -240,9 +234,7 @@ def _parse(session: Session, query: Query, text: str, *, strict: bool) -> None:
         rest = rest.replace(match.group(0), " ", 1)
     words = [w for w in rest.split() if w not in ("AND", "&&", "+")]
     if strict and words:
-        raise validation_error(
-            "fq", f"无法解析的过滤条件 {' '.join(words)} (Unsupported fq syntax)"
-        )
+        raise validation_error("fq", f"无法解析的过滤条件 {' '.join(words)} (Unsupported fq syntax)")
     query.words.extend(words)
 
 
@@ -257,9 +249,7 @@ def _apply_clause(session: Session, query: Query, name: str, value: str) -> None
 
 
 def _organization(session: Session, query: Query, value: str) -> None:
-    code = session.scalar(
-        select(Department.code).where(func.lower(Department.code) == value.lower())
-    )
+    code = session.scalar(select(Department.code).where(func.lower(Department.code) == value.lower()))
     query.require("provider", code)
 
 
@@ -286,9 +276,7 @@ def _modified(_session: Session, query: Query, value: str) -> None:
     except ValueError:
         since = None
     if since is None:
-        raise validation_error(
-            "fq", "metadata_modified 仅支持 [ISO时间 TO *] (Use [<ISO time> TO *])"
-        )
+        raise validation_error("fq", "metadata_modified 仅支持 [ISO时间 TO *] (Use [<ISO time> TO *])")
     # Two lower bounds together mean the later one.
     query.filters["modified_since"] = max(since, query.filters.get("modified_since", since))
 
@@ -435,8 +423,7 @@ def _item(item: Any) -> dict[str, Any]:
 
 def package_dict(ctx: Ctx, entry: CatalogEntry) -> dict[str, Any]:
     tags = [
-        {"name": k, "display_name": k, "state": "active", "vocabulary_id": None}
-        for k in split_keywords(entry.keywords)
+        {"name": k, "display_name": k, "state": "active", "vocabulary_id": None} for k in split_keywords(entry.keywords)
     ]
     cls = entry.catalog_class
     active = entry.status in ACTIVE_STATUSES
@@ -526,9 +513,7 @@ def _search_out(
         "count": result.total if result else 0,
         "sort": None,
         "results": [package_dict(ctx, e) for e in entries],
-        "facets": {
-            k: {i["name"]: i["count"] for i in v["items"]} for k, v in search_facets.items()
-        },
+        "facets": {k: {i["name"]: i["count"] for i in v["items"]} for k, v in search_facets.items()},
         "search_facets": search_facets,
     }
 
@@ -555,9 +540,7 @@ def resolve_entry_id(session: Session, ident: str) -> int | None:
     # A slug replaced runs of other characters by "-": match loosely, then exactly.
     pattern = ident.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("-", "%")
     rows = session.execute(
-        select(CatalogEntry.id, CatalogEntry.code).where(
-            func.lower(CatalogEntry.code).like(pattern, escape="\\")
-        )
+        select(CatalogEntry.id, CatalogEntry.code).where(func.lower(CatalogEntry.code).like(pattern, escape="\\"))
     )
     return next((int(i) for i, code in rows if slug(code) == ident), None)
 
@@ -625,9 +608,7 @@ def organization_show(ctx: Ctx, data: dict[str, Any]) -> dict[str, Any]:
     ident = str(data.get("id") or "").strip()
     if not ident:
         raise validation_error("id", "Missing value")
-    dept = ctx.session.scalar(
-        select(Department).where(func.lower(Department.code) == ident.lower())
-    )
+    dept = ctx.session.scalar(select(Department).where(func.lower(Department.code) == ident.lower()))
     counts = package_counts(ctx)
     if dept is None or dept not in visible_departments(ctx, counts):
         raise NotFound("部门", "Organization")
@@ -680,9 +661,7 @@ ACTIONS: dict[str, Callable[[Ctx, dict[str, Any]], Any]] = {
 
 def ckan_principal(request: Request, session: Session) -> Principal:
     """CKAN clients send the key bare in Authorization or X-CKAN-API-Key."""
-    key = (
-        request.headers.get("x-ckan-api-key") or request.headers.get("authorization") or ""
-    ).strip()
+    key = (request.headers.get("x-ckan-api-key") or request.headers.get("authorization") or "").strip()
     if key.lower().startswith("bearer "):
         key = key[7:].strip()
     if key:

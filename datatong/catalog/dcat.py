@@ -222,9 +222,7 @@ def distribution(base: str, entry: CatalogEntry) -> dict[str, Any]:
         "dct:title": _zh(entry.name),
         "dct:format": media_format(entry),
         "dcat:accessURL": _ref(url or ""),
-        "adms:status": _ref(
-            f"http://purl.org/adms/status/{ADMS_STATUS.get(entry.status, 'Completed')}"
-        ),
+        "adms:status": _ref(f"http://purl.org/adms/status/{ADMS_STATUS.get(entry.status, 'Completed')}"),
         "datatong:formatCategory": entry.format_category,
     }
     if entry.service_info:
@@ -315,9 +313,7 @@ def dataset(base: str, entry: CatalogEntry, principal: Principal) -> dict[str, A
         "dct:language": _ref(f"{EU}language/ZHO"),
         "dcat:distribution": [distribution(base, entry)],
         "dcat:landingPage": _ref(f"{base}/catalog/{entry.id}"),
-        "adms:status": _ref(
-            f"http://purl.org/adms/status/{ADMS_STATUS.get(entry.status, 'Completed')}"
-        ),
+        "adms:status": _ref(f"http://purl.org/adms/status/{ADMS_STATUS.get(entry.status, 'Completed')}"),
         "dct:conformsTo": schema(base, entry),
         **extensions(entry, principal),
     }
@@ -326,9 +322,7 @@ def dataset(base: str, entry: CatalogEntry, principal: Principal) -> dict[str, A
     return node
 
 
-def catalog_document(
-    request: Request, result: finder.SearchResult, principal: Principal
-) -> dict[str, Any]:
+def catalog_document(request: Request, result: finder.SearchResult, principal: Principal) -> dict[str, Any]:
     base = base_url(request)
     return {
         "@context": CONTEXT,

@@ -96,8 +96,12 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
             raise ValueError
         return value, entry_id
     except (ValueError, TypeError, json.JSONDecodeError):
-        raise invalid("search.cursor_invalid", "翻页游标无效，请从第一页重新查询",
-                      "Invalid cursor; start again from the first page", "cursor") from None
+        raise invalid(
+            "search.cursor_invalid",
+            "翻页游标无效，请从第一页重新查询",
+            "Invalid cursor; start again from the first page",
+            "cursor",
+        ) from None
 
 
 def _filters(params: SearchParams, principal: Principal, anonymous_catalog: str) -> list[Any]:
@@ -124,11 +128,16 @@ def _filters(params: SearchParams, principal: Principal, anonymous_catalog: str)
     return conds
 
 
-def search(session: Session, principal: Principal, params: SearchParams,
-           anonymous_catalog: str = "open") -> SearchResult:
+def search(
+    session: Session, principal: Principal, params: SearchParams, anonymous_catalog: str = "open"
+) -> SearchResult:
     if params.sort not in SORTS:
-        raise invalid("search.sort_invalid", "排序方式须为 relevance/modified/name/code",
-                      "Sort must be relevance, modified, name or code", "sort")
+        raise invalid(
+            "search.sort_invalid",
+            "排序方式须为 relevance/modified/name/code",
+            "Sort must be relevance, modified, name or code",
+            "sort",
+        )
     limit = max(1, min(params.limit, 1000))
     tokens = fts.query_tokens(params.q)
     visibility = _visibility(principal, anonymous_catalog)
@@ -154,8 +163,7 @@ def _visibility(principal: Principal, anonymous_catalog: str) -> tuple[str, int 
     raise Unauthenticated()
 
 
-def _load_page(session: Session, principal: Principal, ids: list[int],
-               anonymous_catalog: str) -> list[CatalogEntry]:
+def _load_page(session: Session, principal: Principal, ids: list[int], anonymous_catalog: str) -> list[CatalogEntry]:
     if not ids:
         return []
     by_id = {e.id: e for e in session.scalars(select(CatalogEntry).where(CatalogEntry.id.in_(ids)))}
@@ -166,18 +174,33 @@ def _load_page(session: Session, principal: Principal, ids: list[int],
 # ---------------------------------------------------------------- search: in-memory index
 
 
-def _search_index(session: Session, params: SearchParams, tokens: list[str],
-                  visibility: tuple[str, int | None], sort: str, after: tuple[Any, int] | None,
-                  limit: int) -> _Found | None:
+def _search_index(
+    session: Session,
+    params: SearchParams,
+    tokens: list[str],
+    visibility: tuple[str, int | None],
+    sort: str,
+    after: tuple[Any, int] | None,
+    limit: int,
+) -> _Found | None:
     if params.modified_since is not None or not all(fts.SAFE_TOKEN.fullmatch(t) for t in tokens):
         return None
     query = fts.IndexQuery(
-        tokens=tokens, visibility=visibility, sort=sort, limit=limit,
-        provider=params.provider or None, class_prefix=params.class_code or None,
-        share_type=params.share_type or None, update_cycle=params.update_cycle or None,
-        format=params.format or None, open=params.open, status=params.status or None,
-        after=_index_key(sort, after) if after else None, offset=params.offset or 0,
-        facets=params.facets)
+        tokens=tokens,
+        visibility=visibility,
+        sort=sort,
+        limit=limit,
+        provider=params.provider or None,
+        class_prefix=params.class_code or None,
+        share_type=params.share_type or None,
+        update_cycle=params.update_cycle or None,
+        format=params.format or None,
+        open=params.open,
+        status=params.status or None,
+        after=_index_key(sort, after) if after else None,
+        offset=params.offset or 0,
+        facets=params.facets,
+    )
     hits = fts.search_index(session, query)
     if hits is None:
         return None
@@ -207,9 +230,16 @@ def _cursor_value(sort: str, key: tuple[Any, ...], sqlite: bool) -> tuple[Any, i
 # ---------------------------------------------------------------- search: SQL
 
 
-def _search_sql(session: Session, principal: Principal, params: SearchParams, tokens: list[str],
-                sort: str, after: tuple[Any, int] | None, limit: int,
-                anonymous_catalog: str) -> _Found:
+def _search_sql(
+    session: Session,
+    principal: Principal,
+    params: SearchParams,
+    tokens: list[str],
+    sort: str,
+    after: tuple[Any, int] | None,
+    limit: int,
+    anonymous_catalog: str,
+) -> _Found:
     sqlite = is_sqlite(session.get_bind())
     conds = _filters(params, principal, anonymous_catalog)
     base = select(CatalogEntry.id)
@@ -246,8 +276,7 @@ def _sql_keys(sort: str, tokens: list[str], sqlite: bool) -> list[tuple[Any, boo
     if sort == "modified":
         return [(CatalogEntry.modified_at, True), (CatalogEntry.id, True)]
     if sort == "relevance":
-        return [(_title_hits(tokens, sqlite), True), (CatalogEntry.modified_at, True),
-                (CatalogEntry.id, True)]
+        return [(_title_hits(tokens, sqlite), True), (CatalogEntry.modified_at, True), (CatalogEntry.id, True)]
     col = CatalogEntry.name if sort == "name" else CatalogEntry.code
     return [(col, False), (CatalogEntry.id, False)]
 
@@ -260,8 +289,11 @@ def _title_hits(tokens: list[str], sqlite: bool) -> Any:
     for i, tok in enumerate(tokens):
         expr = fts.title_query(tok, sqlite)
         if sqlite:
-            sub = text(f"SELECT rowid FROM catalog_fts WHERE catalog_fts MATCH :th{i}") \
-                .bindparams(**{f"th{i}": expr}).columns(column("rowid"))
+            sub = (
+                text(f"SELECT rowid FROM catalog_fts WHERE catalog_fts MATCH :th{i}")
+                .bindparams(**{f"th{i}": expr})
+                .columns(column("rowid"))
+            )
             terms.append(case((CatalogEntry.id.in_(sub), 1), else_=0))
         else:
             tsq = func.to_tsquery(literal_column("'simple'"), expr)
@@ -307,8 +339,7 @@ def _facets(session: Session, base: Any, where: Any) -> dict[str, list[tuple[str
     out: dict[str, list[tuple[str, int]]] = {}
     for name, col in FACET_COLUMNS.items():
         stmt = _where(base.with_only_columns(col.label("v"), func.count().label("n")), where).group_by(col)
-        values = [(("true" if v else "false") if name == "open" else str(v), int(n))
-                  for v, n in session.execute(stmt)]
+        values = [(("true" if v else "false") if name == "open" else str(v), int(n)) for v, n in session.execute(stmt)]
         out[name] = sorted(values, key=lambda vn: (-vn[1], vn[0]))[:50]
     return out
 
@@ -316,17 +347,22 @@ def _facets(session: Session, base: Any, where: Any) -> dict[str, list[tuple[str
 # ---------------------------------------------------------------- search: facet labels
 
 
-def _label_facets(session: Session, facets: dict[str, list[tuple[str, int]]]
-                  ) -> dict[str, list[tuple[str, str, int]]]:
+def _label_facets(session: Session, facets: dict[str, list[tuple[str, int]]]) -> dict[str, list[tuple[str, str, int]]]:
     """Labels of the values shown only: two small lookups instead of every department
     and class on each search."""
     providers = [v for v, _ in facets.get("provider", [])]
     classes = [v for v, _ in facets.get("class", [])]
     labels: dict[str, dict[str, str]] = {
-        "provider": dict(session.execute(select(Department.code, Department.name)
-                                         .where(Department.code.in_(providers))).all()) if providers else {},
-        "class": dict(session.execute(select(CatalogClass.code, CatalogClass.name)
-                                      .where(CatalogClass.code.in_(classes))).all()) if classes else {},
+        "provider": dict(
+            session.execute(select(Department.code, Department.name).where(Department.code.in_(providers))).all()
+        )
+        if providers
+        else {},
+        "class": dict(
+            session.execute(select(CatalogClass.code, CatalogClass.name).where(CatalogClass.code.in_(classes))).all()
+        )
+        if classes
+        else {},
         **STATIC_FACET_LABELS,
     }
     return {name: [(v, labels[name].get(v, v), n) for v, n in values] for name, values in facets.items()}
@@ -340,8 +376,9 @@ STATIC_FACET_LABELS: dict[str, dict[str, str]] = {
 }
 
 
-def entries_for_export(session: Session, principal: Principal, params: SearchParams,
-                       anonymous_catalog: str = "open") -> Iterable[CatalogEntry]:
+def entries_for_export(
+    session: Session, principal: Principal, params: SearchParams, anonymous_catalog: str = "open"
+) -> Iterable[CatalogEntry]:
     """Every entry of a search, page by page (keyset), for export.
 
     The first page is read at once, so parameters the search refuses (an unknown sort,
@@ -351,8 +388,9 @@ def entries_for_export(session: Session, principal: Principal, params: SearchPar
     return _export_pages(session, principal, params, anonymous_catalog, first)
 
 
-def _export_pages(session: Session, principal: Principal, params: SearchParams, anonymous_catalog: str,
-                  result: SearchResult) -> Iterator[CatalogEntry]:
+def _export_pages(
+    session: Session, principal: Principal, params: SearchParams, anonymous_catalog: str, result: SearchResult
+) -> Iterator[CatalogEntry]:
     while True:
         yield from result.entries
         if not result.next_cursor:

@@ -78,6 +78,10 @@ class CatalogEntry(Base):
     service_info: Mapped[str | None] = mapped_column(Text)
     metadata_maintainer: Mapped[str | None] = mapped_column(String(200))
     metadata_updated_at: Mapped[date | None] = mapped_column(Date)
+    # A reported change of the data items (数据项变更) starts the 15-working-day deadline
+    # for updating the entry; an update of its items clears both.
+    items_changed_at: Mapped[datetime | None]
+    update_due_at: Mapped[date | None] = mapped_column(Date)
     status: Mapped[str] = mapped_column(String(24), default="draft")
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))

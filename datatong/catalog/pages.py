@@ -320,8 +320,9 @@ def render_entry(
 @router.get("/catalog/{entry_id:int}")
 def entry_page(entry_id: int, page: Page = PageDep) -> Response:
     entry = service.get_entry(page.session, page.principal, entry_id, page.settings.anonymous_catalog)
-    log_access(page.settings, page.principal, "catalog.entry.read", resource=entry.code,
-               subject_department=entry.provider_code)
+    log_access(
+        page.settings, page.principal, "catalog.entry.read", resource=entry.code, subject_department=entry.provider_code
+    )
     return render_entry(page, entry)
 
 

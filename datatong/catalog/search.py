@@ -103,8 +103,9 @@ def query_tokens(q: str) -> list[str]:
     return out[:16]
 
 
-def document_tokens(name: str, provider: str, summary: str, keywords: str | None,
-                    item_names: Iterable[str]) -> tuple[list[str], list[str]]:
+def document_tokens(
+    name: str, provider: str, summary: str, keywords: str | None, item_names: Iterable[str]
+) -> tuple[list[str], list[str]]:
     """(title tokens, body tokens) of an entry, each once; the body leaves out what the
     title has. Search asks only whether a term occurs and whether in the name, so
     repeats would only make the index bigger."""
@@ -114,8 +115,9 @@ def document_tokens(name: str, provider: str, summary: str, keywords: str | None
     return title, [t for t in dict.fromkeys(body) if t not in seen]
 
 
-def documents(name: str, provider: str, summary: str, keywords: str | None,
-              item_names: Iterable[str]) -> tuple[str, str]:
+def documents(
+    name: str, provider: str, summary: str, keywords: str | None, item_names: Iterable[str]
+) -> tuple[str, str]:
     """(title tokens, body tokens) as space-separated strings."""
     title, body = document_tokens(name, provider, summary, keywords, item_names)
     return " ".join(title), " ".join(body)
@@ -167,9 +169,7 @@ def index_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     mark_dirty(session)
     if is_sqlite(session.get_bind()):
         session.execute(text("DELETE FROM catalog_fts WHERE rowid = :id"), [{"id": r["id"]} for r in rows])
-        session.execute(
-            text("INSERT INTO catalog_fts(rowid, title, body) VALUES (:id, :title, :body)"), rows
-        )
+        session.execute(text("INSERT INTO catalog_fts(rowid, title, body) VALUES (:id, :title, :body)"), rows)
     else:
         session.execute(
             text(
@@ -184,8 +184,7 @@ def index_rows(session: Session, rows: list[dict[str, Any]]) -> None:
 
 def remove(session: Session, entry_id: int) -> None:
     mark_dirty(session)
-    table_name, key = (("catalog_fts", "rowid") if is_sqlite(session.get_bind())
-                       else ("catalog_search", "entry_id"))
+    table_name, key = ("catalog_fts", "rowid") if is_sqlite(session.get_bind()) else ("catalog_search", "entry_id")
     session.execute(text(f"DELETE FROM {table_name} WHERE {key} = :id"), {"id": entry_id})
 
 
@@ -212,16 +211,14 @@ def dbapi(session: Session) -> Any:
     return session.connection().connection.dbapi_connection
 
 
-def bulk_rows(session: Session, table_name: str, columns: list[str],
-              rows: Iterable[tuple[Any, ...]]) -> None:
+def bulk_rows(session: Session, table_name: str, columns: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
     """Append rows: executemany on SQLite, COPY on PostgreSQL (values already in the
     form the column stores; see ``sqlite_value``)."""
     mark_dirty(session)
     copy_rows(dbapi(session), is_sqlite(session.get_bind()), table_name, columns, rows)
 
 
-def copy_rows(raw: Any, sqlite: bool, table_name: str, columns: list[str],
-              rows: Iterable[tuple[Any, ...]]) -> None:
+def copy_rows(raw: Any, sqlite: bool, table_name: str, columns: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
     cols = ", ".join(columns)
     if sqlite:
         marks = ", ".join("?" * len(columns))
@@ -286,9 +283,12 @@ def new_ids(session: Session, table_name: str, count: int) -> list[int]:
     if is_sqlite(session.get_bind()):
         last = session.execute(text(f"SELECT coalesce(max(id), 0) FROM {table_name}")).scalar_one()
         return list(range(last + 1, last + 1 + count))
-    return list(session.scalars(
-        text(f"SELECT nextval(pg_get_serial_sequence('{table_name}', 'id')) "
-             "FROM generate_series(1, :n)"), {"n": count}))
+    return list(
+        session.scalars(
+            text(f"SELECT nextval(pg_get_serial_sequence('{table_name}', 'id')) FROM generate_series(1, :n)"),
+            {"n": count},
+        )
+    )
 
 
 @lru_cache(maxsize=100_000)
@@ -312,13 +312,13 @@ def tsvector_literal(title: list[str], body: list[str]) -> str | None:
     return " ".join(parts)
 
 
-def index_batch(rows: list[tuple[int, list[str], list[str]]], sqlite: bool
-                ) -> tuple[str, list[str], list[tuple[Any, ...]], list[dict[str, Any]]]:
+def index_batch(
+    rows: list[tuple[int, list[str], list[str]]], sqlite: bool
+) -> tuple[str, list[str], list[tuple[Any, ...]], list[dict[str, Any]]]:
     """Index rows (id, title tokens, body tokens) of new entries as (table, columns,
     rows) for ``bulk_rows``, plus the few rows the server must build (``index_rows``)."""
     if sqlite:
-        return "catalog_fts", ["rowid", "title", "body"], \
-            [(i, " ".join(t), " ".join(b)) for i, t, b in rows], []
+        return "catalog_fts", ["rowid", "title", "body"], [(i, " ".join(t), " ".join(b)) for i, t, b in rows], []
     built, rest = [], []
     for i, t, b in rows:
         literal = tsvector_literal(t, b)
@@ -356,15 +356,18 @@ def _pg_bulk(session: Session, count: int) -> Iterator[Callable[[int, int], None
     large loads do this. Smaller loads keep everything; their COPY'd id ranges are
     logged by the statement triggers.
     """
-    existing = session.execute(text(
-        "SELECT reltuples FROM pg_class WHERE relname = 'catalog_entry'")).scalar()
+    existing = session.execute(text("SELECT reltuples FROM pg_class WHERE relname = 'catalog_entry'")).scalar()
     large = count >= 20_000 and count >= 0.3 * max(float(existing or 0), 0.0)
     if not large:
         yield lambda first, last: None
         return
-    keys = session.execute(text(
-        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
-        "WHERE contype = 'f' AND conrelid = ANY(CAST(:t AS regclass[]))"), {"t": BULK_TABLES}).all()
+    keys = session.execute(
+        text(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE contype = 'f' AND conrelid = ANY(CAST(:t AS regclass[]))"
+        ),
+        {"t": BULK_TABLES},
+    ).all()
     for table_name, name, _ in keys:
         session.execute(text(f'ALTER TABLE {table_name} DROP CONSTRAINT "{name}"'))
     session.execute(text("DROP INDEX IF EXISTS ix_catalog_search_tsv"))
@@ -376,8 +379,7 @@ def _pg_bulk(session: Session, count: int) -> Iterator[Callable[[int, int], None
     _pg_restore(session, keys, ranges, rebuild=True)
 
 
-def _pg_restore(session: Session, keys: Sequence[Any], ranges: list[tuple[int, int]],
-                rebuild: bool) -> None:
+def _pg_restore(session: Session, keys: Sequence[Any], ranges: list[tuple[int, int]], rebuild: bool) -> None:
     session.execute(text("ALTER TABLE catalog_entry ENABLE TRIGGER catalog_change_ins"))
     _log_ranges(session, ranges)
     session.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
@@ -391,8 +393,10 @@ def _pg_restore(session: Session, keys: Sequence[Any], ranges: list[tuple[int, i
 
 def _log_ranges(session: Session, ranges: list[tuple[int, int]]) -> None:
     if ranges:
-        session.execute(text("INSERT INTO catalog_change(entry_from, entry_to) VALUES (:a, :b)"),
-                        [{"a": a, "b": b} for a, b in ranges])
+        session.execute(
+            text("INSERT INTO catalog_change(entry_from, entry_to) VALUES (:a, :b)"),
+            [{"a": a, "b": b} for a, b in ranges],
+        )
 
 
 @contextmanager
@@ -595,8 +599,10 @@ class CatalogIndex:
             last = conn.execute(text("SELECT max(seq) FROM catalog_change")).scalar() or 0
             if last < self.seq:  # the log went back: another database at the same path
                 return instance, [], True
-            rows = conn.execute(text("SELECT seq, entry_from, entry_to FROM catalog_change "
-                                     "WHERE seq > :s ORDER BY seq"), {"s": self.seq}).all()
+            rows = conn.execute(
+                text("SELECT seq, entry_from, entry_to FROM catalog_change WHERE seq > :s ORDER BY seq"),
+                {"s": self.seq},
+            ).all()
             if rows:
                 self.seq = rows[-1][0]
             return instance, [(r[1], r[2]) for r in rows], False
@@ -605,10 +611,14 @@ class CatalogIndex:
     def _poll_pg(self, conn: Any) -> list[tuple[Any, Any]]:
         # One statement, one snapshot: the rows visible in it, and its xmin (every
         # transaction below has finished, so its rows are all among them).
-        rows = conn.execute(text(
-            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, c.seq, c.entry_from, "
-            "c.entry_to, c.txid::text FROM (SELECT 1) AS one LEFT JOIN catalog_change c "
-            "ON c.txid >= CAST(:w AS xid8) ORDER BY c.seq"), {"w": str(self.watermark)}).all()
+        rows = conn.execute(
+            text(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, c.seq, c.entry_from, "
+                "c.entry_to, c.txid::text FROM (SELECT 1) AS one LEFT JOIN catalog_change c "
+                "ON c.txid >= CAST(:w AS xid8) ORDER BY c.seq"
+            ),
+            {"w": str(self.watermark)},
+        ).all()
         changes = []
         for _, seq, first, last, txid in rows:
             if seq is not None and seq not in self.applied:
@@ -647,12 +657,16 @@ class CatalogIndex:
             gc.freeze()
 
     def _entry_sql(self, where: str) -> str:
-        modified = ("CAST(strftime('%s', modified_at) AS INTEGER) * 1000000 "
-                    "+ CAST(substr(modified_at, 21, 6) AS INTEGER)") if self.sqlite else \
-            "(extract(epoch FROM modified_at) * 1000000)::bigint"
-        return ("SELECT id, status, provider_id, provider_code, class_code, share_type, "
-                f"update_cycle, format_category, is_open, {modified}, name, code "
-                f"FROM catalog_entry WHERE {where}")
+        modified = (
+            ("CAST(strftime('%s', modified_at) AS INTEGER) * 1000000 + CAST(substr(modified_at, 21, 6) AS INTEGER)")
+            if self.sqlite
+            else "(extract(epoch FROM modified_at) * 1000000)::bigint"
+        )
+        return (
+            "SELECT id, status, provider_id, provider_code, class_code, share_type, "
+            f"update_cycle, format_category, is_open, {modified}, name, code "
+            f"FROM catalog_entry WHERE {where}"
+        )
 
     def _load_entries(self, raw: Any) -> None:
         cur = raw.cursor()
@@ -688,8 +702,12 @@ class CatalogIndex:
             for name, value in zip((*FACETS, "status", "dept", "class_code"), key, strict=True):
                 per_key[(name, value)].extend(docs)
         nbytes = self.nbytes
-        targets: dict[str, dict[Any, int]] = {"status": self.status_bits, "dept": self.dept_bits,
-                                              "class_code": self.class_bits, **self.facet_bits}
+        targets: dict[str, dict[Any, int]] = {
+            "status": self.status_bits,
+            "dept": self.dept_bits,
+            "class_code": self.class_bits,
+            **self.facet_bits,
+        }
         for (kind, value), docs in per_key.items():
             target = targets[kind]
             target[value] = target.get(value, 0) | bits_of(docs, nbytes)
@@ -713,21 +731,25 @@ class CatalogIndex:
         """(term, packed document numbers) for every term, of all fields or the title."""
         cur = raw.cursor()
         if self.sqlite:
-            cur.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.catalog_fts_terms "
-                        "USING fts5vocab(main, catalog_fts, 'col')")
+            cur.execute(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.catalog_fts_terms USING fts5vocab(main, catalog_fts, 'col')"
+            )
             col = "AND col = 'title'" if title else ""
-            terms = [r[0] for r in cur.execute(
-                f"SELECT DISTINCT term FROM temp.catalog_fts_terms WHERE 1 = 1 {col}").fetchall()]
-            sql = ("SELECT group_concat(printf('%08x', rowid), '') FROM catalog_fts "
-                   "WHERE catalog_fts MATCH ?")
+            terms = [
+                r[0]
+                for r in cur.execute(f"SELECT DISTINCT term FROM temp.catalog_fts_terms WHERE 1 = 1 {col}").fetchall()
+            ]
+            sql = "SELECT group_concat(printf('%08x', rowid), '') FROM catalog_fts WHERE catalog_fts MATCH ?"
             for term in terms:
                 quoted = '"' + term.replace('"', '""') + '"'
                 packed = cur.execute(sql, (("title : " if title else "") + quoted,)).fetchone()[0]
                 yield term, bytes.fromhex(packed or "")
         else:
             tsv = "ts_filter(s.tsv, '{a}')" if title else "s.tsv"
-            cur.execute(f"SELECT w, string_agg(int4send(s.entry_id), ''::bytea) FROM catalog_search s, "
-                        f"unnest(tsvector_to_array({tsv})) w GROUP BY w")
+            cur.execute(
+                f"SELECT w, string_agg(int4send(s.entry_id), ''::bytea) FROM catalog_search s, "
+                f"unnest(tsvector_to_array({tsv})) w GROUP BY w"
+            )
             yield from ((term, bytes(packed)) for term, packed in cur)
         cur.close()
 
@@ -737,7 +759,7 @@ class CatalogIndex:
         rows: list[Any] = []
         tokens: dict[int, tuple[list[str], list[str]]] = {}
         for i in range(0, len(ids), 500):
-            where = "IN (" + ",".join(str(int(x)) for x in ids[i:i + 500]) + ")"
+            where = "IN (" + ",".join(str(int(x)) for x in ids[i : i + 500]) + ")"
             cur = raw.cursor()
             cur.execute(self._entry_sql("id " + where))
             rows += cur.fetchall()
@@ -755,8 +777,10 @@ class CatalogIndex:
         if self.sqlite:
             cur.execute("SELECT rowid, title, body FROM catalog_fts WHERE rowid " + where)
             return {r[0]: (r[1].split(), r[1].split() + r[2].split()) for r in cur.fetchall()}
-        cur.execute("SELECT entry_id, tsvector_to_array(ts_filter(tsv, '{a}')), "
-                    "tsvector_to_array(tsv) FROM catalog_search WHERE entry_id " + where)
+        cur.execute(
+            "SELECT entry_id, tsvector_to_array(ts_filter(tsv, '{a}')), "
+            "tsvector_to_array(tsv) FROM catalog_search WHERE entry_id " + where
+        )
         return {r[0]: (r[1], r[2]) for r in cur.fetchall()}
 
     def _kill(self, entry_id: int) -> None:
@@ -848,9 +872,10 @@ class CatalogIndex:
             ranked = self._rank_classes(bits, q, need)
         else:
             ranked = self._scan(bits, q.sort, q.after, need)
-        page = ranked[q.offset:q.offset + q.limit]
-        return IndexHits(total, [self.ids[d] for _, d in page], [k for k, _ in page],
-                         len(ranked) > q.offset + q.limit, facets)
+        page = ranked[q.offset : q.offset + q.limit]
+        return IndexHits(
+            total, [self.ids[d] for _, d in page], [k for k, _ in page], len(ranked) > q.offset + q.limit, facets
+        )
 
     def _mask(self, q: IndexQuery) -> int:
         """Live documents the caller may see that pass the filters."""
@@ -863,8 +888,12 @@ class CatalogIndex:
             m &= published
         elif kind == "open":
             m &= published & self.facet_bits["open"].get("true", 0)
-        for name, value in (("provider", q.provider), ("share_type", q.share_type),
-                            ("update_cycle", q.update_cycle), ("format", q.format)):
+        for name, value in (
+            ("provider", q.provider),
+            ("share_type", q.share_type),
+            ("update_cycle", q.update_cycle),
+            ("format", q.format),
+        ):
             if value is not None:
                 m &= self.facet_bits[name].get(value, 0)
         if q.open is not None:
@@ -913,8 +942,9 @@ class CatalogIndex:
                     n = (bits & vb).bit_count()
                     if n:
                         counts[i][value] = n
-        return {name: sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:50]
-                for name, c in zip(FACETS, counts, strict=True)}
+        return {
+            name: sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:50] for name, c in zip(FACETS, counts, strict=True)
+        }
 
     def _hits_fn(self, tokens: list[str]) -> Callable[[int], int]:
         """Number of query tokens in a document's title (relevance, first key)."""
@@ -935,14 +965,14 @@ class CatalogIndex:
 
             def key(d: int) -> tuple[Any, ...]:
                 return (-hits(d), *base(d))
+
         keyed = ((key(d), d) for d in docs)
         if q.after is not None:
             after = q.after
             keyed = (kd for kd in keyed if kd[0] > after)
         return heapq.nsmallest(need, keyed)
 
-    def _scan(self, bits: int, sort: str, after: tuple[Any, ...] | None,
-              need: int) -> list[tuple[Any, int]]:
+    def _scan(self, bits: int, sort: str, after: tuple[Any, ...] | None, need: int) -> list[tuple[Any, int]]:
         """The first ``need`` documents of ``bits`` in sort order, after ``after``."""
         key = self.key_fn(sort)
         if bits.bit_count() <= self.SMALL:

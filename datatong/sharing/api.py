@@ -6,15 +6,21 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy.orm import Session
 
 from datatong.audit.writer import log_access
+from datatong.errors import NotFound
 from datatong.orgs.service import Principal
 from datatong.settings import Settings
-from datatong.sharing import service
+from datatong.sharing import calendar, service, workdays
 from datatong.sharing.models import APPLICATION_STATUSES, GRANT_STATUSES, PURPOSE_KINDS, Grant, ShareApplication
 from datatong.sharing.schemas import (
     ApplicationDetail,
     ApplicationIn,
     ApplicationOut,
     ApprovalIn,
+    CalendarDayOut,
+    CalendarImportIn,
+    CalendarImportOut,
+    CalendarYearDetail,
+    CalendarYearOut,
     CoordinateIn,
     DecisionIn,
     EventOut,
@@ -48,6 +54,9 @@ def application_out(app: ShareApplication) -> ApplicationOut:
             "purpose_label": PURPOSE_KINDS.get(app.purpose_kind, app.purpose_kind),
             "status_label": APPLICATION_STATUSES.get(app.status, app.status),
             "overdue": app.status in AWAITING and app.due_at is not None and is_overdue(today, app.due_at),
+            "due_provisional": bool(
+                app.due_at and app.submitted_at and workdays.is_provisional(app.submitted_at, app.due_at)
+            ),
         }
     )
 
@@ -256,3 +265,46 @@ def renew(grant_id: int, body: RenewIn, session: Session = Db, principal: Princi
 @router.put("/settings", response_model=SharingSettings, summary="共享设置：是否进行符合性审查（平台管理员）")
 def update_settings(body: SharingSettings, session: Session = Db, principal: Principal = Who) -> SharingSettings:
     return SharingSettings(compliance_review=service.set_compliance_review(session, principal, body.compliance_review))
+
+
+# ---------------------------------------------------------------- work calendar
+
+
+@router.get("/calendar", response_model=list[CalendarYearOut], summary="工作日历：可计算期限的年份及来源")
+def calendar_years(session: Session = Db, principal: Principal = Who) -> list[CalendarYearOut]:
+    return [CalendarYearOut.model_validate(y) for y in calendar.list_years(session, principal)]
+
+
+def _year_detail(session: Session, principal: Principal, year: int) -> dict[str, object]:
+    info = next((y for y in calendar.list_years(session, principal) if y["year"] == year), None)
+    if info is None:
+        raise NotFound(f"{year} 年工作日历", f"work calendar {year}")
+    days = [CalendarDayOut.model_validate(d) for d in calendar.year_days(session, year)]
+    return {**info, "days": days}
+
+
+@router.get("/calendar/{year}", response_model=CalendarYearDetail, summary="某年工作日历（平台导入的放假与调休日）")
+def calendar_year(year: int, session: Session = Db, principal: Principal = Who) -> CalendarYearDetail:
+    return CalendarYearDetail.model_validate(_year_detail(session, principal, year))
+
+
+@router.put(
+    "/calendar/{year}", response_model=CalendarImportOut, summary="导入某年节假日安排（平台管理员），并重算在办申请期限"
+)
+def import_calendar_year(
+    year: int, body: CalendarImportIn, session: Session = Db, principal: Principal = Who, settings: Settings = Conf
+) -> CalendarImportOut:
+    plan = calendar.parse_json(
+        {"year": year, "notice": body.notice, "holidays": body.holidays, "workdays": body.workdays}
+    )
+    calendar.import_year(session, principal, plan)
+    moved = service.recompute_due_dates(session, settings)
+    return CalendarImportOut.model_validate({**_year_detail(session, principal, year), "due_dates_moved": moved})
+
+
+@router.delete("/calendar/{year}", status_code=204, summary="删除平台导入的某年工作日历（平台管理员）")
+def delete_calendar_year(
+    year: int, session: Session = Db, principal: Principal = Who, settings: Settings = Conf
+) -> None:
+    calendar.delete_year(session, principal, year)
+    service.recompute_due_dates(session, settings)

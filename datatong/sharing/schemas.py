@@ -112,6 +112,9 @@ class ApplicationOut(BaseModel):
     compliance_review: bool
     submitted_at: UtcDateTime | None
     due_at: date | None
+    due_provisional: bool = Field(
+        False, description="期限按周末暂估：所跨年份尚未导入节假日安排（DATATONG_CALENDAR_FALLBACK=weekends）"
+    )
     overdue: bool
     decision_reason: str | None
     decided_at: UtcDateTime | None
@@ -155,3 +158,34 @@ class GrantOut(BaseModel):
 
 class SharingSettings(BaseModel):
     compliance_review: StrictBool = Field(description="提交的申请是否先经平台管理员符合性审查")
+
+
+class CalendarYearOut(BaseModel):
+    year: int
+    source: str = Field(description="platform：平台管理员导入；package：chinesecalendar 内置")
+    notice: str | None
+    imported_by: str | None
+    imported_at: UtcDateTime | None
+
+
+class CalendarDayOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    day: date
+    is_working: bool
+    name: str | None
+
+
+class CalendarYearDetail(CalendarYearOut):
+    days: list[CalendarDayOut]
+
+
+class CalendarImportIn(BaseModel):
+    """One year's holiday arrangement: the days that differ from the plain week."""
+
+    notice: str = Field(min_length=1, max_length=200, description="通知文号或标题")
+    holidays: list[dict[str, str] | str] = Field(default_factory=list, description="放假日：日期或 {from,to,name}")
+    workdays: list[dict[str, str] | str] = Field(default_factory=list, description="调休上班日")
+
+
+class CalendarImportOut(CalendarYearDetail):
+    due_dates_moved: int = Field(description="因日历变化而重算期限的申请数")

@@ -28,6 +28,7 @@ from datatong.db import get_by_id, utcnow
 from datatong.errors import AppError, Forbidden, NotFound, invalid
 from datatong.orgs.models import ClientApp, Role, SecurityPolicy
 from datatong.orgs.service import Principal, require_platform_admin, require_role
+from datatong.sharing import calendar
 from datatong.sharing.models import (
     APPLICATION_STATUSES,
     COMMITMENT_VERSION,
@@ -37,7 +38,7 @@ from datatong.sharing.models import (
     ShareApplication,
     ShareEvent,
 )
-from datatong.sharing.workdays import due_date, local_date
+from datatong.sharing.workdays import CalendarUnknownYear, due_date, local_date
 
 DEPT_ROLES = (Role.DEPT_ADMIN, Role.DATA_OFFICER)
 DEFAULT_CALLS_PER_MINUTE = 60
@@ -153,9 +154,11 @@ def _event(
     *,
     application_id: int | None = None,
     grant_id: int | None = None,
+    now: datetime | None = None,
 ) -> None:
     session.add(
         ShareEvent(
+            created_at=now or utcnow(),
             application_id=application_id,
             grant_id=grant_id,
             action=action,
@@ -490,12 +493,13 @@ def _move(
     target: str,
     reason: str | None,
     audit_action: str | None = None,
+    now: datetime | None = None,
 ) -> ShareApplication:
     old = app.status
     app.status = target
     app.updated_at = utcnow()
     session.flush()
-    _event(session, principal, action, old, target, reason, application_id=app.id)
+    _event(session, principal, action, old, target, reason, application_id=app.id, now=now)
     session.flush()
     _audit(session, principal, app, audit_action or action, old, reason)
     return app
@@ -537,6 +541,7 @@ def submit(
     if app.period_end < _today(now):
         raise invalid("sharing.period_past", "使用期限已过，请新建申请", "The period is already over", "period_end")
     moment = now or utcnow()
+    calendar.refresh(session)
     app.commitment_by_id = principal.id
     app.commitment_at = moment
     app.commitment_version = COMMITMENT_VERSION
@@ -548,7 +553,7 @@ def submit(
     else:
         app.due_at = due_date(settings, "provider_answer", moment)
         target = "awaiting_provider"
-    return _move(session, principal, app, "submit", target, None)
+    return _move(session, principal, app, "submit", target, None, now=moment)
 
 
 def withdraw(
@@ -578,10 +583,11 @@ def review(
     app = _authorised_step(session, principal, application_id, action)
     text = _reason(reason, TRANSITIONS[action].reason_required)
     if decision == "pass":
+        calendar.refresh(session)
         app.due_at = due_date(settings, "provider_answer", now or utcnow())
     else:
         app.due_at = None
-    return _move(session, principal, app, action, TARGETS[action], text)
+    return _move(session, principal, app, action, TARGETS[action], text, now=now)
 
 
 @dataclass(frozen=True)
@@ -883,3 +889,34 @@ def change_grant(
         detail={"from": old, "to": target, "consumer": grant.consumer.code, **detail},
     )
     return grant
+
+
+# ---------------------------------------------------------------- calendar changes
+
+_CLOCKS = {"compliance_review": "compliance_review", "awaiting_provider": "provider_answer"}
+
+
+def recompute_due_dates(session: Session, settings: Any) -> int:
+    """After the work calendar changed: recount the due date of every application whose
+    clock is running, from the moment it entered its current status. Returns how many
+    due dates moved."""
+    moved = 0
+    apps = session.scalars(select(ShareApplication).where(ShareApplication.status.in_(list(_CLOCKS))))
+    for app in apps:
+        started = session.scalar(
+            select(ShareEvent.created_at)
+            .where(ShareEvent.application_id == app.id, ShareEvent.to_status == app.status)
+            .order_by(ShareEvent.id.desc())
+            .limit(1)
+        )
+        if started is None:
+            continue
+        try:
+            due = due_date(settings, _CLOCKS[app.status], started)
+        except CalendarUnknownYear:
+            continue
+        if due != app.due_at:
+            app.due_at = due
+            moved += 1
+    session.flush()
+    return moved

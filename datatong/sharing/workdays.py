@@ -1,8 +1,19 @@
 """Deadlines on the Chinese working-day calendar (工作日).
 
-Statutory holidays and 调休 make-up working days come from the ``chinese_calendar``
-package (pinned in pyproject); a date in a year the package does not know raises
-:class:`CalendarUnknownYear` (code ``sharing.calendar_unknown_year``) instead of guessing.
+Statutory holidays and 调休 make-up working days come from two sources, in this order:
+
+1. the *supplement*: years the platform admin entered from the State Council's notice
+   (国务院办公厅关于某年部分节假日安排的通知, see ``calendar.py``), loaded into this module by
+   :func:`set_supplement`; a supplementary year overrides the package, so a correction
+   never needs a release;
+2. the ``chinese_calendar`` package (pinned in pyproject), which knows the years it was
+   released with.
+
+A date in a year neither knows raises :class:`CalendarUnknownYear` (code
+``sharing.calendar_unknown_year``) instead of guessing, unless the deployment chose the
+``weekends`` fallback (``DATATONG_CALENDAR_FALLBACK``): then Monday–Friday count as working
+days and every deadline touching such a year is *provisional* (:func:`is_provisional`),
+shown as 暂估 and recomputed once the year is entered.
 
 Counting rule (as 民法典 art. 201: the starting day is not counted):
 
@@ -21,6 +32,7 @@ Counting rule (as 民法典 art. 201: the starting day is not counted):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -50,14 +62,57 @@ class CalendarUnknownYear(ValidationFailed):
     """A date lies in a year the working-day calendar has no holiday data for."""
 
     def __init__(self, year: int) -> None:
+        known = f"{FIRST_YEAR}–{LAST_YEAR}"
+        extra = sorted(y for y in _SUPPLEMENT if y > LAST_YEAR or y < FIRST_YEAR)
+        if extra:
+            known += "、" + "、".join(str(y) for y in extra)
         super().__init__(
             "sharing.calendar_unknown_year",
-            f"工作日历尚无 {year} 年的法定节假日安排（仅支持 {FIRST_YEAR}–{LAST_YEAR} 年），"
-            "请升级 chinesecalendar 后再计算期限",
-            f"The working-day calendar has no holiday data for {year} "
-            f"(only {FIRST_YEAR}–{LAST_YEAR} are known); upgrade chinesecalendar to compute this deadline",
+            f"工作日历尚无 {year} 年的法定节假日安排（已知：{known} 年），无法计算期限；"
+            f"请平台管理员按国务院办公厅通知导入 {year} 年节假日安排（datatong calendar import）",
+            f"The working-day calendar has no holiday data for {year} (known: {known}); "
+            f"the platform admin must import {year}'s holiday arrangement (datatong calendar import)",
         )
         self.year = year
+
+
+# Supplementary years: year → {day: is_working} for the days that differ from the plain
+# week. Replaced whole by set_supplement (never mutated in place), so readers need no lock.
+_SUPPLEMENT: dict[int, dict[date, bool]] = {}
+_FALLBACK = "error"  # "error" | "weekends"
+FALLBACKS = ("error", "weekends")
+
+
+def set_supplement(years: Mapping[int, Mapping[date, bool]]) -> None:
+    """Install the admin-entered years (see calendar.py); clears the day cache."""
+    global _SUPPLEMENT
+    _SUPPLEMENT = {int(y): dict(days) for y, days in years.items()}
+    _is_working_day.cache_clear()
+
+
+def set_fallback(mode: str) -> None:
+    """How to treat a year nobody knows: ``error`` (refuse) or ``weekends`` (provisional)."""
+    global _FALLBACK
+    if mode not in FALLBACKS:
+        raise ValueError(f"calendar fallback must be one of {FALLBACKS}, not {mode!r}")
+    _FALLBACK = mode
+    _is_working_day.cache_clear()
+
+
+def fallback() -> str:
+    return _FALLBACK
+
+
+def year_known(year: int) -> bool:
+    """Whether ``year``'s holidays are known (entered by the admin or in the package)."""
+    return year in _SUPPLEMENT or FIRST_YEAR <= year <= LAST_YEAR
+
+
+def is_provisional(start: date | datetime, end: date | datetime) -> bool:
+    """Whether a deadline from ``start`` to ``end`` was counted over a year nobody knows
+    (only possible with the ``weekends`` fallback): it is an estimate (暂估)."""
+    a, b = sorted((local_date(start), local_date(end)))
+    return any(not year_known(y) for y in range(a.year, b.year + 1))
 
 
 # The calendar is Beijing's: China keeps no daylight saving time, a fixed offset is Asia/Shanghai.
@@ -74,7 +129,12 @@ def local_date(d: date | datetime) -> date:
 
 @lru_cache(maxsize=8192)
 def _is_working_day(d: date) -> bool:
+    days = _SUPPLEMENT.get(d.year)
+    if days is not None:
+        return days.get(d, d.weekday() < 5)
     if not FIRST_YEAR <= d.year <= LAST_YEAR:
+        if _FALLBACK == "weekends":
+            return d.weekday() < 5
         raise CalendarUnknownYear(d.year)
     try:
         return bool(chinese_calendar.is_workday(d))

@@ -113,9 +113,12 @@ def install(app: FastAPI) -> None:
         # The database refused a value that passed validation (a NUL character, which
         # PostgreSQL cannot store, or a number out of its range). The request's
         # transaction has already been rolled back, so nothing was written.
-        err = AppError("invalid_value", "输入中含有无法保存的字符或数值（如 NUL 字符、超出范围的数字）",
-                       "The input holds a value the database cannot store (e.g. a NUL character)",
-                       status_code=422)
+        err = AppError(
+            "invalid_value",
+            "输入中含有无法保存的字符或数值（如 NUL 字符、超出范围的数字）",
+            "The input holds a value the database cannot store (e.g. a NUL character)",
+            status_code=422,
+        )
         if _wants_html(request):
             from datatong.web.pages import error_page
 

@@ -17,14 +17,13 @@ import uuid
 
 from alembic import op
 
-revision = '0002'
-down_revision = '0001'
+revision = "0002"
+down_revision = "0001"
 branch_labels = None
 depends_on = None
 
 SQLITE = [
-    "CREATE TABLE catalog_change (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-    "entry_from INTEGER, entry_to INTEGER)",
+    "CREATE TABLE catalog_change (seq INTEGER PRIMARY KEY AUTOINCREMENT, entry_from INTEGER, entry_to INTEGER)",
     "CREATE TABLE catalog_change_ctl (id INTEGER PRIMARY KEY CHECK (id = 1), "
     "instance TEXT NOT NULL, bulk INTEGER NOT NULL DEFAULT 0)",
     "CREATE TRIGGER catalog_change_ins AFTER INSERT ON catalog_entry "
