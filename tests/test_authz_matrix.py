@@ -330,7 +330,15 @@ MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
         lambda c, w: {"path": {"year": 2031}, "json": {"notice": "测试通知", "holidays": ["2031-01-01"]}},
     ),
     ("DELETE", f"{SH}/calendar/{{year}}"): ({"admin"}, lambda c, w: _calendar_year(c)),
+    # ROWS: inbox and webhooks
+    # ROWS: supply-demand needs
+    # ROWS: coordination cases, transfers, masking rules, catalog update deadline
 }
+
+
+# BUILDERS: inbox and webhooks
+# BUILDERS: supply-demand needs
+# BUILDERS: coordination cases, transfers, masking rules, catalog update deadline
 
 
 def _calendar_year(client: Any) -> Request:

@@ -28,7 +28,7 @@ from datatong.db import get_by_id, utcnow
 from datatong.errors import AppError, Forbidden, NotFound, invalid
 from datatong.orgs.models import ClientApp, Role, SecurityPolicy
 from datatong.orgs.service import Principal, require_platform_admin, require_role
-from datatong.sharing import calendar
+from datatong.sharing import calendar, notify
 from datatong.sharing.models import (
     APPLICATION_STATUSES,
     COMMITMENT_VERSION,
@@ -318,6 +318,7 @@ def request_unconditional_grant(
         grant_id=grant.id,
         detail={"source": "unconditional", "purpose": (purpose or "").strip() or None, "system": client_id},
     )
+    notify.grant_changed(session, grant, "create", principal)
     return grant
 
 
@@ -502,6 +503,7 @@ def _move(
     _event(session, principal, action, old, target, reason, application_id=app.id, now=now)
     session.flush()
     _audit(session, principal, app, audit_action or action, old, reason)
+    notify.application_moved(session, app, action, principal)
     return app
 
 
@@ -888,6 +890,7 @@ def change_grant(
         reason=text,
         detail={"from": old, "to": target, "consumer": grant.consumer.code, **detail},
     )
+    notify.grant_changed(session, grant, action, principal)
     return grant
 
 
