@@ -332,13 +332,84 @@ MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
     ("DELETE", f"{SH}/calendar/{{year}}"): ({"admin"}, lambda c, w: _calendar_year(c)),
     # ROWS: inbox and webhooks
     # ROWS: supply-demand needs
+    # Supply–demand docking: departments post needs, the platform admin routes them, the
+    # department routed to answers; the consumer (or the admin) closes (tests/test_sharing_needs.py).
+    ("POST", f"{SH}/needs"): (SHARING_USERS - {"admin"}, lambda c, w: {"json": _need_body()}),
+    ("GET", f"{SH}/needs"): (SHARING_USERS, lambda c, w: {}),
+    ("GET", f"{SH}/needs/{{need_id}}"): (SHARING_USERS, lambda c, w: {"path": {"need_id": _need(c, routed=True)}}),
+    ("POST", f"{SH}/needs/{{need_id}}/route"): (
+        {"admin"},
+        lambda c, w: {"path": {"need_id": _need(c)}, "json": {"department_code": "GA"}},
+    ),
+    ("POST", f"{SH}/needs/{{need_id}}/answer"): (
+        PROVIDERS_OF_GA,
+        lambda c, w: {"path": {"need_id": _need(c, routed=True)}, "json": {"answer": "cannot", "text": "无此数据"}},
+    ),
+    ("POST", f"{SH}/needs/{{need_id}}/close"): (
+        CONSUMERS | {"admin"},
+        lambda c, w: {"path": {"need_id": _need(c)}, "json": {"reason": "不再需要"}},
+    ),
     # ROWS: coordination cases, transfers, masking rules, catalog update deadline
+    ("PATCH", f"{SH}/applications/{{application_id}}"): (
+        CONSUMERS,
+        lambda c, w: {"path": {"application_id": _sh_app(c)}, "json": {"purpose": "修改后的用途"}},
+    ),
+    ("POST", f"{SH}/grants/{{grant_id}}/transfer"): (
+        PROVIDERS_OF_GA | {"admin"},
+        lambda c, w: {"path": {"grant_id": _sh_grant(c)}, "json": {"department_code": "SJ", "reason": "职能划转"}},
+    ),
+    ("POST", f"{SH}/cases"): (CONSUMERS, lambda c, w: {"json": _case_body(c)}),
+    ("GET", f"{SH}/cases"): (SHARING_USERS, lambda c, w: {}),
+    ("GET", f"{SH}/cases/{{case_id}}"): (SHARING_USERS, lambda c, w: {"path": {"case_id": _case(c)}}),
+    ("POST", f"{SH}/cases/{{case_id}}/resolve"): (
+        {"admin"},
+        lambda c, w: {"path": {"case_id": _case(c)}, "json": {"decision": "upheld", "resolution": "涉密"}},
+    ),
+    ("GET", f"{SH}/masking-rules"): (USERS, lambda c, w: {}),
+    ("PUT", f"{SH}/masking-rules"): ({"admin"}, lambda c, w: {"json": {"rules": {"text": {"mode": "full"}}}}),
+    ("POST", "/api/v1/catalog/entries/{entry_id}/item-change"): (
+        EDITORS_OF_GA,
+        lambda c, w: {"path": {"entry_id": create_entry(c, publish=True)["id"]}, "json": {"note": "新增信息项"}},
+    ),
+    ("GET", "/api/v1/catalog/update-due"): (EDITORS, lambda c, w: {}),
 }
 
 
 # BUILDERS: inbox and webhooks
 # BUILDERS: supply-demand needs
+
+
+def _need_body() -> dict[str, Any]:
+    return {
+        "title": "新生儿出生登记信息",
+        "description": "低保家庭新增人口核验",
+        "items": ["新生儿姓名", "出生日期"],
+        "purpose_kind": "verification",
+        "purpose": "低保核验",
+    }
+
+
+def _need(client: Any, routed: bool = False) -> int:
+    """A need of 民政局, open or routed to 公安局."""
+    r = client.post(f"{SH}/needs", json=_need_body(), headers=auth(client, "mz_officer"))
+    assert r.status_code == 201, r.text
+    need_id = int(r.json()["id"])
+    if routed:
+        r = client.post(f"{SH}/needs/{need_id}/route", json={"department_code": "GA"}, headers=auth(client, "admin"))
+        assert r.status_code == 200, r.text
+    return need_id
+
+
 # BUILDERS: coordination cases, transfers, masking rules, catalog update deadline
+def _case_body(client: Any) -> dict[str, Any]:
+    entry = create_entry(client, publish=True, share_type="none", no_share_basis="涉及国家秘密", share_condition=None)
+    return {"entry_id": entry["id"], "duty": "最低生活保障审核", "legal_basis": "《社会救助暂行办法》"}
+
+
+def _case(client: Any) -> int:
+    r = client.post(f"{SH}/cases", json=_case_body(client), headers=auth(client, "mz_officer"))
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
 
 
 def _calendar_year(client: Any) -> Request:

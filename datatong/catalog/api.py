@@ -20,17 +20,22 @@ from datatong.catalog.schemas import (
     EntrySummary,
     EntryUpdate,
     FacetValue,
+    ItemChangeIn,
     ReasonIn,
     ReviewIn,
     SearchOut,
     VersionOut,
 )
+from datatong.db import utcnow
 from datatong.orgs.service import Principal
-from datatong.web.deps import get_principal, get_session
+from datatong.settings import Settings
+from datatong.sharing.workdays import local_date
+from datatong.web.deps import get_principal, get_session, get_settings_dep
 
 router = APIRouter(prefix="/api/v1/catalog", tags=["目录 catalog"])
 Db = Depends(get_session)
 Who = Depends(get_principal)
+Conf = Depends(get_settings_dep)
 
 
 def entry_out(entry: CatalogEntry, principal: Principal) -> EntryOut:
@@ -42,6 +47,7 @@ def entry_out(entry: CatalogEntry, principal: Principal) -> EntryOut:
             "class_name": entry.catalog_class.name,
             "provider_name": entry.provider.name,
             "status_label": vocab.STATUSES.get(entry.status, entry.status),
+            "update_overdue": entry.update_due_at is not None and entry.update_due_at < local_date(utcnow()),
             "items": [
                 {
                     **{
@@ -172,6 +178,23 @@ def submit(entry_id: int, body: ReasonIn | None = None, session: Session = Db, p
     return entry_out(
         service.transition(session, principal, entry_id, "submit", body.reason if body else None), principal
     )
+
+
+@router.post(
+    "/entries/{entry_id}/item-change", response_model=EntryOut, summary="报告数据项变更（须在 15 个工作日内更新目录）"
+)
+def report_item_change(
+    entry_id: int, body: ItemChangeIn, session: Session = Db, principal: Principal = Who, settings: Settings = Conf
+) -> EntryOut:
+    return entry_out(service.report_item_change(session, settings, principal, entry_id, body.note), principal)
+
+
+@router.get("/update-due", response_model=list[EntrySummary], summary="待更新的目录（数据项已变更）")
+def update_due(
+    overdue: bool = Query(False, description="只看已超期的"), session: Session = Db, principal: Principal = Who
+) -> list[EntrySummary]:
+    found = service.entries_due_for_update(session, principal, overdue_on=local_date(utcnow()) if overdue else None)
+    return [summary_out(e).model_copy(update={"update_due_at": e.update_due_at}) for e in found]
 
 
 @router.post("/entries/{entry_id}/revoke", response_model=EntryOut, summary="申请撤销（须填理由）")

@@ -116,6 +116,9 @@ class EntryOut(BaseModel):
     created_at: UtcDateTime
     modified_at: UtcDateTime
     items: list[ItemOut]
+    items_changed_at: UtcDateTime | None = Field(None, description="报告数据项变更的时间")
+    update_due_at: date | None = Field(None, description="数据项变更后更新目录的截止日期（15 个工作日）")
+    update_overdue: bool = Field(False, description="已超过目录更新期限")
 
 
 class EntrySummary(BaseModel):
@@ -132,6 +135,7 @@ class EntrySummary(BaseModel):
     is_open: bool
     status: str
     modified_at: UtcDateTime
+    update_due_at: date | None = Field(None, description="数据项变更后更新目录的截止日期（仅待更新列表）")
 
 
 class FacetValue(BaseModel):
@@ -177,3 +181,7 @@ class ClassOut(BaseModel):
     level: int
     parent_id: int | None
     description: str | None
+
+
+class ItemChangeIn(BaseModel):
+    note: str = Field(min_length=1, max_length=2000, description="数据项如何变化（新增、删除、改名、改类型……）")

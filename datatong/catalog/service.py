@@ -6,7 +6,7 @@ the pages all call these, so they cannot disagree.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select, text
@@ -564,6 +564,10 @@ def update_entry(
     if not changes:
         raise invalid("catalog.no_change", "没有任何修改", "Nothing changed", None)
     entry.version += 1
+    if entry.update_due_at is not None and any(c["field"].startswith("items.") for c in changes):
+        # The reported change of data items is now in the catalog: the deadline is met.
+        entry.items_changed_at = None
+        entry.update_due_at = None
     session.flush()
     _record_version(session, entry, principal, "update", reason.strip() if reason else None, changes)
     _reindex(session, entry)
@@ -728,3 +732,63 @@ def require_editor(principal: Principal) -> None:
         raise Forbidden(
             "只有数据管理员、部门管理员或平台管理员可以编目", "Only data officers and admins may create entries"
         )
+
+
+# ---------------------------------------------------------------- 15-working-day update deadline
+
+
+def report_item_change(
+    session: Session, settings: Any, principal: Principal, entry_id: int, note: str | None, now: datetime | None = None
+) -> CatalogEntry:
+    """The provider (or the platform admin) reports that the data items behind an entry
+    changed: the entry must be updated within ``catalog_update_days`` working days (15 by
+    default). A second report keeps the earlier deadline. Updating the entry's items clears it."""
+    from datatong.sharing import calendar, notify, workdays
+
+    entry = get_entry(session, principal, entry_id)
+    if not can_edit(principal, entry):
+        raise Forbidden("只能报告本部门信息资源的数据项变更", "You may report changes of your own department's entries")
+    if entry.status not in ("published", *EDITABLE_STATUSES):
+        raise invalid("catalog.not_editable", "该信息资源已撤销", "The entry is revoked", "status")
+    text = (note or "").strip()
+    if not text:
+        raise invalid("catalog.reason_required", "请说明数据项的变化", "Describe how the data items changed", "note")
+    moment = now or utcnow()
+    calendar.refresh(session)
+    due = workdays.due_date(settings, "catalog_update", moment)
+    if entry.update_due_at is None or due < entry.update_due_at:
+        entry.items_changed_at = moment
+        entry.update_due_at = due
+    session.flush()
+    audit.record(
+        session,
+        principal,
+        "catalog.entry.items_changed",
+        resource=entry.code,
+        subject_department=entry.provider_code,
+        reason=text,
+        detail={"update_due_at": entry.update_due_at.isoformat() if entry.update_due_at else None},
+    )
+    notify.notify_department(
+        session,
+        entry.provider_id,
+        "catalog_update",
+        f"数据项已变更，请于 {entry.update_due_at} 前更新目录：{entry.name}",
+        body=text,
+        link=f"/catalog/{entry.id}",
+    )
+    return entry
+
+
+def entries_due_for_update(
+    session: Session, principal: Principal, *, overdue_on: date | None = None, limit: int = 200
+) -> list[CatalogEntry]:
+    """Entries waiting for an update after a change of data items (earliest deadline first);
+    with ``overdue_on``, only those past due on that day. Platform admin: all; others: own."""
+    require_editor(principal)
+    stmt = select(CatalogEntry).where(CatalogEntry.update_due_at.is_not(None)).order_by(CatalogEntry.update_due_at)
+    if overdue_on is not None:
+        stmt = stmt.where(CatalogEntry.update_due_at < overdue_on)
+    if not principal.is_platform_admin:
+        stmt = stmt.where(CatalogEntry.provider_id == principal.department_id)
+    return list(session.scalars(stmt.limit(limit)).unique())

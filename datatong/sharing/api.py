@@ -9,28 +9,35 @@ from datatong.audit.writer import log_access
 from datatong.errors import NotFound
 from datatong.orgs.service import Principal
 from datatong.settings import Settings
-from datatong.sharing import calendar, service, workdays
+from datatong.sharing import calendar, cases, policy, service, workdays
 from datatong.sharing.models import APPLICATION_STATUSES, GRANT_STATUSES, PURPOSE_KINDS, Grant, ShareApplication
 from datatong.sharing.schemas import (
     ApplicationDetail,
     ApplicationIn,
     ApplicationOut,
+    ApplicationPatch,
     ApprovalIn,
     CalendarDayOut,
     CalendarImportIn,
     CalendarImportOut,
     CalendarYearDetail,
     CalendarYearOut,
+    CaseIn,
+    CaseOut,
+    CaseResolveIn,
     CoordinateIn,
     DecisionIn,
     EventOut,
     GrantChangeIn,
     GrantOut,
+    MaskingRuleOut,
+    MaskingRulesIn,
     ReasonIn,
     RenewIn,
     ReviewIn,
     SharingSettings,
     SubmitIn,
+    TransferIn,
     UnconditionalIn,
 )
 from datatong.sharing.workdays import is_overdue
@@ -115,6 +122,14 @@ def list_applications(
         offset=offset,
     )
     return [application_out(a) for a in apps]
+
+
+@router.patch("/applications/{application_id}", response_model=ApplicationOut, summary="修改草稿（含符合性审查退回的）")
+def update_application(
+    application_id: int, body: ApplicationPatch, session: Session = Db, principal: Principal = Who
+) -> ApplicationOut:
+    changes = body.model_dump(exclude_unset=True)
+    return application_out(service.update_application(session, principal, application_id, **changes))
 
 
 @router.get("/applications/{application_id}", response_model=ApplicationDetail, summary="共享申请详情（含流转记录）")
@@ -308,3 +323,65 @@ def delete_calendar_year(
 ) -> None:
     calendar.delete_year(session, principal, year)
     service.recompute_due_dates(session, settings)
+
+
+@router.post("/grants/{grant_id}/transfer", response_model=GrantOut, summary="转移授权（平台管理员或提供方，须填理由）")
+def transfer(grant_id: int, body: TransferIn, session: Session = Db, principal: Principal = Who) -> GrantOut:
+    grant = service.transfer_grant(
+        session,
+        principal,
+        grant_id,
+        department_code=body.department_code,
+        reason=body.reason,
+        system_name=body.system_name,
+        client_id=body.client_id,
+    )
+    return grant_out(grant)
+
+
+# ---------------------------------------------------------------- 不予共享 coordination cases
+
+
+@router.post("/cases", response_model=CaseOut, status_code=201, summary="对不予共享资源提出协调申请（履职需要）")
+def open_case(body: CaseIn, session: Session = Db, principal: Principal = Who) -> CaseOut:
+    case = cases.open_case(
+        session, principal, entry_id=body.entry_id, duty=body.duty, legal_basis=body.legal_basis, items=body.items
+    )
+    return CaseOut.model_validate(cases.case_out(principal, case))
+
+
+@router.get("/cases", response_model=list[CaseOut], summary="不予共享协调事项")
+def list_cases(
+    status: str | None = Query(None, max_length=16, description="open 待协调 / upheld / referred"),
+    limit: int = Query(100, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=10**9),
+    session: Session = Db,
+    principal: Principal = Who,
+) -> list[CaseOut]:
+    found = cases.list_cases(session, principal, status=status, limit=limit, offset=offset)
+    return [CaseOut.model_validate(cases.case_out(principal, c)) for c in found]
+
+
+@router.get("/cases/{case_id}", response_model=CaseOut, summary="协调事项详情")
+def get_case(case_id: int, session: Session = Db, principal: Principal = Who) -> CaseOut:
+    return CaseOut.model_validate(cases.case_out(principal, cases.get_case(session, principal, case_id)))
+
+
+@router.post("/cases/{case_id}/resolve", response_model=CaseOut, summary="办结协调事项（平台管理员）")
+def resolve_case(case_id: int, body: CaseResolveIn, session: Session = Db, principal: Principal = Who) -> CaseOut:
+    case = cases.resolve_case(session, principal, case_id, decision=body.decision, resolution=body.resolution)
+    return CaseOut.model_validate(cases.case_out(principal, case))
+
+
+# ---------------------------------------------------------------- masking rules
+
+
+@router.get("/masking-rules", response_model=list[MaskingRuleOut], summary="脱敏规则（各类型及示例）")
+def masking_rules(session: Session = Db, principal: Principal = Who) -> list[MaskingRuleOut]:
+    return [MaskingRuleOut.model_validate(r) for r in policy.masking_table(session, principal)]
+
+
+@router.put("/masking-rules", response_model=list[MaskingRuleOut], summary="设置脱敏规则（平台管理员）")
+def set_masking_rules(body: MaskingRulesIn, session: Session = Db, principal: Principal = Who) -> list[MaskingRuleOut]:
+    config = {k: v.model_dump(exclude_none=True) for k, v in body.rules.items()}
+    return [MaskingRuleOut.model_validate(r) for r in policy.set_masking_rules(session, principal, config)]

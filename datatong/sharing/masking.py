@@ -239,3 +239,78 @@ def mask_row(
         if kind != "none":
             out[item] = mask(kind, out[item], rules)
     return out
+
+
+# --- the platform admin's configuration ------------------------------------------------
+#
+# Per kind, one of: "default" (the built-in rule above), "keep" (keep ``head`` leading and
+# ``tail`` trailing characters, the rest a fixed ****), "full" (everything ****) or "none"
+# (in clear: only for kinds the city decides are not personal, and audited when set).
+
+MODES = {"default": "内置规则", "keep": "保留首尾字符", "full": "全部遮蔽", "none": "不脱敏"}
+MAX_KEEP = 8
+
+
+class MaskConfigError(ValueError):
+    """A configuration that cannot be applied; ``message`` is Chinese, ``message_en`` English."""
+
+    def __init__(self, message: str, message_en: str) -> None:
+        super().__init__(message_en)
+        self.message = message
+        self.message_en = message_en
+
+
+def _keep(head: int, tail: int) -> Callable[[str], str]:
+    def apply(value: str) -> str:
+        if len(value) <= head + tail:
+            return STARS  # too short to keep anything without showing it all
+        return value[:head] + STARS + (value[-tail:] if tail else "")
+
+    return apply
+
+
+def _full(value: str) -> str:
+    return STARS
+
+
+def validate_config(raw: Any) -> dict[str, dict[str, Any]]:
+    """The canonical form of a configuration, or MaskConfigError naming what is wrong."""
+    if not isinstance(raw, Mapping):
+        raise MaskConfigError("脱敏规则应为对象：{类型: {mode, head, tail}}", "rules must be an object kind → rule")
+    out: dict[str, dict[str, Any]] = {}
+    for kind, rule in raw.items():
+        if kind not in RULES or kind == "none":
+            raise MaskConfigError(f"未知的脱敏类型 {kind}", f"unknown masking kind {kind!r}")
+        if not isinstance(rule, Mapping) or rule.get("mode") not in MODES:
+            raise MaskConfigError(
+                f"{RULES[kind].label}：mode 须为 {'/'.join(MODES)}", f"{kind}: mode must be one of {', '.join(MODES)}"
+            )
+        mode = str(rule["mode"])
+        entry: dict[str, Any] = {"mode": mode}
+        if mode == "keep":
+            head, tail = rule.get("head", 0), rule.get("tail", 0)
+            valid = all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_KEEP for n in (head, tail))
+            if not valid or head + tail == 0:
+                raise MaskConfigError(
+                    f"{RULES[kind].label}：保留位数须为 0–{MAX_KEEP} 的整数，且首尾合计至少 1 位",
+                    f"{kind}: head and tail must be integers 0–{MAX_KEEP}, together at least 1",
+                )
+            entry |= {"head": head, "tail": tail}
+        out[kind] = entry
+    return out
+
+
+def rules_from_config(config: Mapping[str, Mapping[str, Any]]) -> dict[str, MaskRule]:
+    """The rules table with the configured kinds replaced (others keep their built-in rule)."""
+    table = dict(RULES)
+    for kind, rule in validate_config(config).items():
+        base = RULES[kind]
+        mode = rule["mode"]
+        if mode == "keep":
+            desc = f"保留前{rule['head']}位和后{rule['tail']}位，其余以****代替"
+            table[kind] = MaskRule(kind, base.label, desc, _keep(rule["head"], rule["tail"]))
+        elif mode == "full":
+            table[kind] = MaskRule(kind, base.label, "全部以****代替", _full)
+        elif mode == "none":
+            table[kind] = MaskRule(kind, base.label, "原样提供（平台管理员设置）", _no_mask)
+    return table

@@ -189,3 +189,75 @@ class CalendarImportIn(BaseModel):
 
 class CalendarImportOut(CalendarYearDetail):
     due_dates_moved: int = Field(description="因日历变化而重算期限的申请数")
+
+
+class ApplicationPatch(BaseModel):
+    """Changes to a draft; fields left out keep their value."""
+
+    purpose_kind: str | None = Field(default=None, max_length=32)
+    purpose: str | None = Field(default=None, max_length=4000)
+    legal_basis: str | None = Field(default=None, max_length=4000)
+    items: list[str] | None = Field(default=None, max_length=2000)
+    period_start: date | None = None
+    period_end: date | None = None
+    rows_per_day: int | None = Field(default=None, ge=1, le=10**9)
+    calls_per_minute: int | None = Field(default=None, ge=1, le=10**6)
+    system_name: str | None = Field(default=None, max_length=200)
+    client_id: str | None = Field(default=None, max_length=64)
+
+
+class TransferIn(BaseModel):
+    department_code: str = Field(min_length=1, max_length=32, description="接收授权的部门代码")
+    system_name: str | None = Field(default=None, max_length=200, description="接收部门的应用系统名称")
+    client_id: str | None = Field(default=None, max_length=64, description="接收部门的应用系统（客户端 ID）")
+    reason: str | None = Field(default=None, max_length=2000, description="转移理由（必填）")
+
+
+class CaseIn(BaseModel):
+    entry_id: int = Field(description="不予共享的信息资源")
+    duty: str = Field(max_length=4000, description="履职需要：哪项职责需要该数据")
+    legal_basis: str = Field(max_length=4000, description="法律法规依据")
+    items: list[str] = Field(default_factory=list, max_length=2000, description="所需信息项（可选）")
+
+
+class CaseResolveIn(BaseModel):
+    decision: str = Field(description="upheld 维持不予共享 / referred 协调提供方调整共享属性")
+    resolution: str | None = Field(default=None, max_length=4000, description="协调意见（必填）")
+
+
+class CaseOut(BaseModel):
+    id: int
+    entry_id: int
+    entry_code: str
+    entry_name: str
+    provider_code: str
+    consumer_code: str
+    duty: str
+    legal_basis: str
+    items: list[str]
+    status: str
+    status_label: str
+    resolution: str | None
+    resolved_at: UtcDateTime | None
+    created_at: UtcDateTime
+    no_share_basis: str | None = Field(description="不予共享依据：仅平台管理员和提供方可见")
+
+
+class MaskingRuleOut(BaseModel):
+    kind: str
+    label: str
+    mode: str = Field(description="default 内置规则 / keep 保留首尾 / full 全部遮蔽 / none 不脱敏")
+    head: int | None
+    tail: int | None
+    description: str
+    example: str | None = Field(description="示例值脱敏后的样子")
+
+
+class MaskingRuleIn(BaseModel):
+    mode: str = Field(max_length=16)
+    head: int | None = Field(default=None, ge=0, le=8)
+    tail: int | None = Field(default=None, ge=0, le=8)
+
+
+class MaskingRulesIn(BaseModel):
+    rules: dict[str, MaskingRuleIn] = Field(description="类型 → 规则；未列出的类型恢复内置规则")

@@ -4,8 +4,8 @@
   at once; the provider may revoke it for cause.
 * 有条件共享 entries: only through an application (``ShareApplication``), whose life cycle is
   the table ``TRANSITIONS`` below.
-* 不予共享 entries: no path (``sharing.not_shareable``). Coordination cases for them are
-  not built yet.
+* 不予共享 entries: no path (``sharing.not_shareable``); a department that needs one for
+  its duties opens a coordination case with the platform admin (cases.py).
 
 Every function takes the session and the caller, raises AppError on a broken rule and
 records the audit entry last, in the caller's transaction.
@@ -26,7 +26,7 @@ from datatong.audit.service import record
 from datatong.catalog.models import CatalogEntry
 from datatong.db import get_by_id, utcnow
 from datatong.errors import AppError, Forbidden, NotFound, invalid
-from datatong.orgs.models import ClientApp, Role, SecurityPolicy
+from datatong.orgs.models import ClientApp, Department, Role, SecurityPolicy
 from datatong.orgs.service import Principal, require_platform_admin, require_role
 from datatong.sharing import calendar, notify
 from datatong.sharing.models import (
@@ -423,6 +423,58 @@ def create_application(
             "This resource is shared unconditionally: request a grant directly",
             status_code=409,
         )
+    terms = _terms(
+        session,
+        principal,
+        entry,
+        purpose_kind=purpose_kind,
+        purpose=purpose,
+        legal_basis=legal_basis,
+        items=items,
+        period_start=period_start,
+        period_end=period_end,
+        rows_per_day=rows_per_day,
+        calls_per_minute=calls_per_minute,
+        system_name=system_name,
+        client_id=client_id,
+        now=now,
+    )
+    app = ShareApplication(
+        entry_id=entry.id,
+        entry_code=entry.code,
+        provider_id=entry.provider_id,
+        consumer_id=principal.department_id,
+        applicant_id=principal.id,
+        status="draft",
+        **terms,
+    )
+    session.add(app)
+    session.flush()
+    _event(session, principal, "create", None, "draft", None, application_id=app.id)
+    session.flush()
+    _audit(session, principal, app, "create", None, None)
+    return app
+
+
+def _terms(
+    session: Session,
+    principal: Principal,
+    entry: CatalogEntry,
+    *,
+    purpose_kind: str,
+    purpose: str,
+    legal_basis: str,
+    items: Sequence[str],
+    period_start: date,
+    period_end: date,
+    rows_per_day: int,
+    calls_per_minute: int | None,
+    system_name: str | None,
+    client_id: str | None,
+    now: datetime | None,
+) -> dict[str, Any]:
+    """The checked terms of an application (create and edit share the rules)."""
+    assert principal.department_id is not None
     kind = _check_purpose(purpose_kind)
     if not (purpose or "").strip():
         raise invalid("sharing.purpose_required", "请说明用途", "State the purpose", "purpose")
@@ -443,29 +495,76 @@ def create_application(
     name = (system_name or "").strip() or (app_sys.name if app_sys else "")
     if not name:
         raise invalid("sharing.system_required", "请填写使用数据的应用系统", "Name the consuming system", "system_name")
-    app = ShareApplication(
-        entry_id=entry.id,
-        entry_code=entry.code,
-        provider_id=entry.provider_id,
-        consumer_id=principal.department_id,
-        client_app_id=app_sys.id if app_sys else None,
-        system_name=name,
-        applicant_id=principal.id,
-        purpose_kind=kind,
-        purpose=purpose.strip(),
-        legal_basis=legal_basis.strip(),
-        items=wanted,
-        period_start=period_start,
-        period_end=period_end,
-        rows_per_day=rows_per_day,
-        calls_per_minute=calls_per_minute or DEFAULT_CALLS_PER_MINUTE,
-        status="draft",
-    )
-    session.add(app)
+    return {
+        "client_app_id": app_sys.id if app_sys else None,
+        "system_name": name,
+        "purpose_kind": kind,
+        "purpose": purpose.strip(),
+        "legal_basis": legal_basis.strip(),
+        "items": wanted,
+        "period_start": period_start,
+        "period_end": period_end,
+        "rows_per_day": rows_per_day,
+        "calls_per_minute": calls_per_minute or DEFAULT_CALLS_PER_MINUTE,
+    }
+
+
+FIELD_LABELS = {
+    "purpose_kind": "用途类别",
+    "purpose": "用途说明",
+    "legal_basis": "申请依据",
+    "items": "信息项",
+    "period_start": "使用期限开始",
+    "period_end": "使用期限结束",
+    "rows_per_day": "预计每日数据量",
+    "calls_per_minute": "每分钟调用次数",
+    "system_name": "应用系统",
+    "client_app_id": "应用系统",
+}
+EDITABLE = (
+    "purpose_kind",
+    "purpose",
+    "legal_basis",
+    "items",
+    "period_start",
+    "period_end",
+    "rows_per_day",
+    "calls_per_minute",
+    "system_name",
+    "client_id",
+)
+
+
+def update_application(
+    session: Session, principal: Principal, application_id: int, *, now: datetime | None = None, **changes: Any
+) -> ShareApplication:
+    """Edit a draft (new, or returned by 符合性审查) before (re)submitting; the same rules as
+    creating apply to the result. Only the applying department edits, only drafts."""
+    app = get_application(session, principal, application_id)
+    if not _user_in(principal, app.consumer_id):
+        raise Forbidden("只有申请部门可以修改申请", "Only the applying department edits an application")
+    if app.status != "draft":
+        raise _transition_invalid(app.status, "修改", "edit")
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise invalid("sharing.field_unknown", f"不能修改：{'、'.join(sorted(unknown))}", "Not editable", None)
+    current: dict[str, Any] = {f: getattr(app, f) for f in EDITABLE if f != "client_id"}
+    current["client_id"] = None
+    if app.client_app_id is not None and "system_name" not in changes:
+        client = session.get(ClientApp, app.client_app_id)
+        current["client_id"] = client.client_id if client else None
+    merged = {**current, **{k: v for k, v in changes.items() if v is not None}}
+    terms = _terms(session, principal, app.entry, now=now, **merged)
+    changed = {k: v for k, v in terms.items() if getattr(app, k) != v}
+    for key, value in terms.items():
+        setattr(app, key, value)
+    app.updated_at = utcnow()
     session.flush()
-    _event(session, principal, "create", None, "draft", None, application_id=app.id)
+    labels = sorted({FIELD_LABELS.get(k, k) for k in changed})
+    note = ("修改：" + "、".join(labels)) if labels else None
+    _event(session, principal, "edit", "draft", "draft", note, application_id=app.id)
     session.flush()
-    _audit(session, principal, app, "create", None, None)
+    _audit(session, principal, app, "edit", "draft", note)
     return app
 
 
@@ -891,6 +990,80 @@ def change_grant(
         detail={"from": old, "to": target, "consumer": grant.consumer.code, **detail},
     )
     notify.grant_changed(session, grant, action, principal)
+    return grant
+
+
+def transfer_grant(
+    session: Session,
+    principal: Principal,
+    grant_id: int,
+    *,
+    department_code: str,
+    reason: str | None,
+    system_name: str | None = None,
+    client_id: str | None = None,
+) -> Grant:
+    """Move a grant to another consuming department or system (机构改革: duties moved), by
+    the platform admin or the provider; the grant keeps its terms, history and quota
+    counters. Reason required."""
+    grant = get_grant(session, principal, grant_id)
+    if not (principal.is_platform_admin or _user_in(principal, grant.provider_id)):
+        raise Forbidden(
+            "只有平台管理员或提供方可以转移授权", "Only the platform admin or the provider transfers a grant"
+        )
+    if grant.status not in ("active", "suspended"):
+        raise _transition_invalid(grant.status, "转移", "transfer")
+    text = _reason(reason, True)
+    target = session.scalar(select(Department).where(Department.code == (department_code or "").strip()))
+    if target is None:
+        raise invalid(
+            "sharing.department_unknown", f"部门 {department_code} 不存在", "Unknown department", "department_code"
+        )
+    if target.id == grant.provider_id:
+        raise invalid(
+            "sharing.transfer_to_provider",
+            "不能把授权转给提供方自己",
+            "Cannot transfer to the provider",
+            "department_code",
+        )
+    app_sys = _client_app(session, client_id, target.id)
+    name = (system_name or "").strip() or (app_sys.name if app_sys else None) or grant.system_name
+    if target.id == grant.consumer_id and app_sys is None and name == grant.system_name:
+        raise invalid(
+            "sharing.transfer_same", "转移目标与当前使用方相同", "The grant already belongs there", "department_code"
+        )
+    old_consumer, old_code = grant.consumer_id, grant.consumer.code
+    grant.consumer_id = target.id
+    grant.client_app_id = app_sys.id if app_sys else None
+    grant.system_name = name
+    grant.updated_at = utcnow()
+    session.flush()
+    session.refresh(grant)
+    _event(session, principal, "transfer", grant.status, grant.status, text, grant_id=grant.id)
+    session.flush()
+    record(
+        session,
+        principal,
+        "sharing.grant.transfer",
+        resource=grant.entry_code,
+        subject_department=grant.provider.code,
+        items=grant.items,
+        purpose=grant.purpose_kind,
+        grant_id=grant.id,
+        reason=text,
+        detail={"from": old_code, "to": target.code, "system": name},
+    )
+    notify.grant_changed(session, grant, "transfer", principal)
+    if old_consumer != target.id:
+        notify.notify_department(
+            session,
+            old_consumer,
+            "grant_changed",
+            f"授权已转移至{target.name}：{grant.entry_code}",
+            body=text,
+            grant_id=grant.id,
+            link=f"/sharing/grants/{grant.id}",
+        )
     return grant
 
 
