@@ -12,7 +12,7 @@ from rich.console import Console
 
 from datatong.audit.cli import audit_app, keys_app
 from datatong.errors import AppError
-from datatong.sharing.cli import calendar_app
+from datatong.sharing.cli import calendar_app, sharing_app
 
 app = typer.Typer(help="数据通 Datatong — 政务信息资源共享交换平台", no_args_is_help=True)
 db_app = typer.Typer(help="数据库结构（迁移）", no_args_is_help=True)
@@ -28,6 +28,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(calendar_app, name="calendar")
+app.add_typer(sharing_app, name="sharing")
 console = Console(stderr=True)
 
 
@@ -145,6 +146,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     settings = _settings()
     app_ = create_app(settings)
     _warm_search_index(settings.database_url)
+    from datatong.sharing.jobs import start_background
+
+    start_background(settings)  # reminders, overdue, expiry, webhooks (DATATONG_JOB_INTERVAL=0: off)
     uvicorn.run(app_, host=host, port=port, log_level="info")
 
 
@@ -177,6 +181,9 @@ def demo(
     """生成一座虚构城市的演示数据（约 30 个部门、2000 条目录、各角色用户）并启动服务。"""
     from datatong.demo import seed_demo
 
+    # The demo keeps working when a deadline reaches a year whose holidays nobody entered
+    # yet: it counts weekends only and marks such due dates 暂估 (a deployment decides).
+    os.environ.setdefault("DATATONG_CALENDAR_FALLBACK", "weekends")
     settings = _settings()
     seed_demo(settings, entries=entries, console=console, url=f"http://{host}:{port}")
     if serve_:

@@ -210,6 +210,7 @@ def seed_demo(
 ) -> bool:
     """Seed the demo city unless it is there; returns True when it seeded."""
     from datatong.app import prepare_database
+    from datatong.sharing.demo import seed_sharing
 
     console = console or Console(stderr=True)
     prepare_database(settings)
@@ -222,9 +223,12 @@ def seed_demo(
         depts = seed_departments(session)
         _seed_users(session)
         counts = seed_entries(session, depts, entries)
+    with console.status("正在生成共享申请与授权 …"), session_scope(settings.database_url) as session:
+        applications = seed_sharing(session, settings)
     console.print(
         f"[green]已生成演示数据[/green]：{len(depts)} 个部门，{sum(counts.values())} 条目录"
-        f"（已发布 {counts.get('published', 0)}，待审核 {counts.get('pending_publish', 0)}）。"
+        f"（已发布 {counts.get('published', 0)}，待审核 {counts.get('pending_publish', 0)}），"
+        f"{len(applications)} 件共享申请（覆盖申请的各个状态，含逾期）。"
     )
     _print_credentials(console, url)
     return True
