@@ -10,6 +10,7 @@ import os
 import random
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -437,3 +438,20 @@ def test_demo_city_has_a_verifiable_audit_trail(city: Settings) -> None:
     assert "catalog.entry.import" in actions
     report = verify(city.database_url, {k.kid: k for k in keyring(city.keys_path)})
     assert report.ok and report.records > 0
+
+
+def test_demo_shows_the_whole_sharing_life_cycle(city: Settings) -> None:
+    from datatong.sharing import workdays
+    from datatong.sharing.models import APPLICATION_STATUSES, CoordinationCase, Grant, ShareApplication
+
+    with session_scope(city.database_url) as session:
+        apps = session.scalars(select(ShareApplication)).unique().all()
+        assert {a.status for a in apps} == set(APPLICATION_STATUSES)
+        today = workdays.local_date(datetime.now(UTC))
+        waiting = [a for a in apps if a.status == "awaiting_provider"]
+        assert any(a.due_at and workdays.is_overdue(today, a.due_at) for a in waiting)
+        assert any(a.due_at and not workdays.is_overdue(today, a.due_at) for a in waiting)
+        grants = session.scalars(select(Grant)).unique().all()
+        assert {"active", "suspended"} <= {g.status for g in grants}
+        assert {"application", "unconditional"} <= {g.source for g in grants}
+        assert session.scalar(select(func.count()).select_from(CoordinationCase)) == 1
