@@ -79,9 +79,25 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     from datatong.catalog import ckan, dcat, files_api
     from datatong.orgs import api as orgs_api
     from datatong.sharing import api as sharing_api
+    from datatong.sharing import inbox_api, needs_api
+    from datatong.sharing import pages as sharing_pages
     from datatong.web import pages, wellknown
 
-    for module in (orgs_api, catalog_api, files_api, dcat, ckan, wellknown, audit_api, pages, audit_pages, sharing_api):
+    for module in (
+        orgs_api,
+        catalog_api,
+        files_api,
+        dcat,
+        ckan,
+        wellknown,
+        audit_api,
+        pages,
+        audit_pages,
+        sharing_api,
+        sharing_pages,
+        inbox_api,
+    ):
         app.include_router(module.router)
+    app.include_router(needs_api.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -331,6 +331,18 @@ MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
     ),
     ("DELETE", f"{SH}/calendar/{{year}}"): ({"admin"}, lambda c, w: _calendar_year(c)),
     # ROWS: inbox and webhooks
+    # The inbox: every signed-in person reads their own; a message is marked by its owner only.
+    ("GET", "/api/v1/inbox"): (USERS, lambda c, w: {"params": {"unread_only": True}}),
+    ("POST", "/api/v1/inbox/read-all"): (USERS, lambda c, w: {}),
+    ("POST", "/api/v1/inbox/{message_id}/read"): ({"ga_admin"}, lambda c, w: {"path": {"message_id": _ga_message(c)}}),
+    # A department's webhook: its own department admin or the platform admin.
+    ("GET", f"{SH}/webhooks/{{department_code}}"): (ADMINS_OF_GA, lambda c, w: _ga_webhook(c)),
+    ("PUT", f"{SH}/webhooks/{{department_code}}"): (
+        ADMINS_OF_GA,
+        lambda c, w: {"path": {"department_code": "GA"}, "json": {"url": "https://hooks.example.org/datatong"}},
+    ),
+    ("DELETE", f"{SH}/webhooks/{{department_code}}"): (ADMINS_OF_GA, lambda c, w: _ga_webhook(c)),
+    ("POST", f"{SH}/webhooks/{{department_code}}/test"): (ADMINS_OF_GA, lambda c, w: _ga_webhook(c)),
     # ROWS: supply-demand needs
     # Supply–demand docking: departments post needs, the platform admin routes them, the
     # department routed to answers; the consumer (or the admin) closes (tests/test_sharing_needs.py).
@@ -376,6 +388,20 @@ MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
 
 
 # BUILDERS: inbox and webhooks
+def _ga_message(client: Any) -> int:
+    """A message in GA's admin's inbox (a submitted application of 民政局)."""
+    _sh_app(client, "submitted")
+    items = client.get("/api/v1/inbox", headers=auth(client, "ga_admin")).json()["items"]
+    return int(items[0]["id"])
+
+
+def _ga_webhook(client: Any) -> Request:
+    """公安局's webhook, pointing at a closed local port (a ping fails fast, harmlessly)."""
+    body = {"url": "http://127.0.0.1:9/datatong"}
+    client.put(f"{SH}/webhooks/GA", json=body, headers=auth(client, "ga_admin")).raise_for_status()
+    return {"path": {"department_code": "GA"}}
+
+
 # BUILDERS: supply-demand needs
 
 

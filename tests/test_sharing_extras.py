@@ -235,3 +235,18 @@ def test_item_change_starts_the_15_working_day_deadline(client: Any, settings: A
     r = client.post(f"/api/v1/catalog/entries/{entry['id']}/item-change", json={"note": "删除出生日期"}, headers=ga)
     assert r.status_code == 200 and r.json()["update_overdue"] is False
     assert date.fromisoformat(r.json()["update_due_at"]) > date.today()
+
+
+def test_long_reasons_are_kept_whole_in_the_audit_trail(client: Any) -> None:
+    entry = published(client)
+    mz, ga, admin = auth(client, "mz_officer"), auth(client, "ga_officer"), auth(client, "admin")
+    app = client.post(f"{SH}/applications", json=_json(application_fields(entry["id"])), headers=mz).json()
+    client.post(f"{SH}/applications/{app['id']}/submit", json={"accept_commitment": True}, headers=mz)
+    grounds = "经研究，" + "该申请所列用途与所需信息项不对应，" * 20 + "不予同意。"
+    r = client.post(f"{SH}/applications/{app['id']}/decide", json={"decision": "reject", "reason": grounds}, headers=ga)
+    assert r.status_code == 200, r.text
+    assert r.json()["decision_reason"] == grounds
+    records = client.get("/api/v1/audit/records", params={"action": "sharing.application.reject"}, headers=admin)
+    record = records.json()["items"][0]
+    assert len(record["reason"]) == 64 and record["reason"].endswith("…")
+    assert grounds in (record["detail"] if isinstance(record["detail"], str) else str(record["detail"]))

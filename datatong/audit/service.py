@@ -102,6 +102,9 @@ def iso_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+REASON_MAX = 64  # audit_record.reason
+
+
 def make_event(
     principal: Any,
     action: str,
@@ -123,6 +126,13 @@ def make_event(
     else:
         kind, actor, dept = principal.kind, principal.username, principal.department_code
     item_text = items if isinstance(items, str) or items is None else ",".join(items)
+    if reason is not None:
+        reason = clean(reason)
+        if len(reason) > REASON_MAX:
+            # The column holds a refusal code or a short reason; a longer free text (a
+            # rejection's grounds) is kept whole in the detail and cut in the column.
+            detail = {**(detail or {}), "reason_text": reason}
+            reason = reason[: REASON_MAX - 1] + "…"
     return Event(
         actor_kind=kind,
         actor=clean(actor)[:128],

@@ -74,3 +74,20 @@ def calendar_list() -> None:
             source = "平台导入" if y["source"] == "platform" else "chinesecalendar"
             table.add_row(str(y["year"]), source, y["notice"] or "", y["imported_by"] or "")
     Console().print(table)
+
+
+sharing_app = typer.Typer(help="共享：定时任务（期限提醒、逾期督办、授权到期、Webhook 推送）", no_args_is_help=True)
+
+
+@sharing_app.command("run-jobs")
+def run_jobs() -> None:
+    """运行一次全部共享定时任务，输出各项计数（JSON）。"""
+    import json
+
+    from datatong.app import prepare_database
+    from datatong.settings import get_settings
+    from datatong.sharing import jobs
+
+    settings = get_settings()
+    prepare_database(settings)
+    print(json.dumps(jobs.run_all(settings.database_url, settings), ensure_ascii=False))
