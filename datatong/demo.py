@@ -211,6 +211,7 @@ def seed_demo(
     """Seed the demo city unless it is there; returns True when it seeded."""
     from datatong.app import prepare_database
     from datatong.sharing.demo import seed_sharing
+    from datatong.sharing.jobs import run_all
 
     console = console or Console(stderr=True)
     prepare_database(settings)
@@ -225,6 +226,8 @@ def seed_demo(
         counts = seed_entries(session, depts, entries)
     with console.status("正在生成共享申请与授权 …"), session_scope(settings.database_url) as session:
         applications = seed_sharing(session, settings)
+    # Reminders and overdue escalation as the scheduler would run them today.
+    run_all(settings.database_url, settings)
     console.print(
         f"[green]已生成演示数据[/green]：{len(depts)} 个部门，{sum(counts.values())} 条目录"
         f"（已发布 {counts.get('published', 0)}，待审核 {counts.get('pending_publish', 0)}），"

@@ -442,7 +442,14 @@ def test_demo_city_has_a_verifiable_audit_trail(city: Settings) -> None:
 
 def test_demo_shows_the_whole_sharing_life_cycle(city: Settings) -> None:
     from datatong.sharing import workdays
-    from datatong.sharing.models import APPLICATION_STATUSES, CoordinationCase, Grant, ShareApplication
+    from datatong.sharing.models import (
+        APPLICATION_STATUSES,
+        CoordinationCase,
+        Grant,
+        InboxMessage,
+        ShareApplication,
+        ShareNeed,
+    )
 
     with session_scope(city.database_url) as session:
         apps = session.scalars(select(ShareApplication)).unique().all()
@@ -455,3 +462,11 @@ def test_demo_shows_the_whole_sharing_life_cycle(city: Settings) -> None:
         assert {"active", "suspended"} <= {g.status for g in grants}
         assert {"application", "unconditional"} <= {g.source for g in grants}
         assert session.scalar(select(func.count()).select_from(CoordinationCase)) == 1
+        needs = {n.status for n in session.scalars(select(ShareNeed)).unique()}
+        assert {"open", "routed", "will_publish", "closed"} <= needs
+        # The scheduler's first run escalated the overdue application to the admin's board.
+        assert any(a.escalated_at is not None for a in waiting)
+        admin_inbox = session.scalars(
+            select(InboxMessage.kind).join(User, User.id == InboxMessage.user_id).where(User.username == "admin")
+        ).all()
+        assert "overdue" in admin_inbox

@@ -144,7 +144,43 @@ def seed_sharing(session: Session, settings: Any, now: datetime | None = None) -
     _compliance_review(session, settings, cast, conditional, ids, days(1))
     _grants(session, cast, ids)
     _unconditional_and_cases(session, cast)
+    _needs(session, settings, cast, now)
     return ids
+
+
+def _needs(session: Session, settings: Any, cast: Cast, now: datetime) -> None:
+    """供需对接: one need waiting for routing, one routed (overdue), one answered, one closed."""
+    from datatong.sharing import needs
+
+    def post(title: str, items: list[str], when: datetime) -> int:
+        return needs.post_need(
+            session,
+            cast.consumer,
+            title=title,
+            description=f"{title}，用于社会救助对象精准认定。",
+            items=items,
+            purpose_kind="verification",
+            purpose="社会救助家庭经济状况核对",
+            now=when,
+        ).id
+
+    post("不动产登记权属信息", ["权利人", "身份证号", "不动产坐落", "登记日期"], now - timedelta(days=2))
+    late = post("住房公积金缴存信息", ["身份证号", "姓名", "缴存基数", "缴存状态"], now - timedelta(days=30))
+    needs.route(session, settings, cast.admin, late, department_code="QYZJ", now=now - timedelta(days=29))
+    answered = post("机动车登记信息（按身份证号）", ["身份证号", "号牌号码", "车辆类型"], now - timedelta(days=20))
+    needs.route(session, settings, cast.admin, answered, department_code="QYGA", now=now - timedelta(days=19))
+    needs.answer(
+        session,
+        cast.provider,
+        answered,
+        answer="will_publish",
+        text="已纳入本季度编目计划",
+        now=now - timedelta(days=15),
+    )
+    closed = post("户籍人口基本信息", ["身份证号", "姓名", "户籍地址"], now - timedelta(days=50))
+    conditional = _entries(session, "QYGA", "conditional", 1)
+    if conditional:
+        needs.close(session, cast.consumer, closed, entry_id=conditional[0].id, reason="目录中已有，直接申请")
 
 
 def _compliance_review(

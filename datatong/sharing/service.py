@@ -1094,5 +1094,24 @@ def recompute_due_dates(session: Session, settings: Any) -> int:
         if due != app.due_at:
             app.due_at = due
             moved += 1
+    return moved + _recompute_need_due_dates(session, settings)
+
+
+def _recompute_need_due_dates(session: Session, settings: Any) -> int:
+    """The same for 供需对接 needs waiting for a department's answer (clock: routing)."""
+    from datatong.sharing.models import ShareNeed
+
+    moved = 0
+    for need in session.scalars(
+        select(ShareNeed).where(ShareNeed.status == "routed", ShareNeed.routed_at.is_not(None))
+    ):
+        assert need.routed_at is not None
+        try:
+            due = due_date(settings, "need_answer", need.routed_at)
+        except CalendarUnknownYear:
+            continue
+        if due != need.due_at:
+            need.due_at = due
+            moved += 1
     session.flush()
     return moved
