@@ -78,8 +78,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     from datatong.catalog import api as catalog_api
     from datatong.catalog import ckan, dcat, files_api
     from datatong.orgs import api as orgs_api
+    from datatong.sharing import admin_pages as sharing_admin_pages
     from datatong.sharing import api as sharing_api
-    from datatong.sharing import inbox_api, needs_api
+    from datatong.sharing import inbox_api, inbox_pages, needs_api, needs_pages
     from datatong.sharing import pages as sharing_pages
     from datatong.web import pages, wellknown
 
@@ -96,6 +97,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         sharing_api,
         sharing_pages,
         inbox_api,
+        inbox_pages,
+        needs_pages,
+        sharing_admin_pages,
     ):
         app.include_router(module.router)
     app.include_router(needs_api.router)

@@ -219,6 +219,21 @@ def bench_audit(
     print(json.dumps(result, ensure_ascii=False))
 
 
+@bench_app.command("authorize")
+def bench_authorize(
+    grants: int = typer.Option(100_000, help="数据库中的授权条数"),
+    database_url: str = typer.Option(None, help="数据库 URL；默认为临时 SQLite 文件"),
+    seconds: float = typer.Option(10.0, help="热缓存判定的计时秒数（基线为其一半）"),
+    threads: int = typer.Option(4, help="并发调用的线程数（如服务器的工作线程）"),
+) -> None:
+    """授权判定（authorize）冷/热吞吐与主键查询基线：输出一个 JSON 对象。"""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.authorize import run
+
+    result = run(grants=grants, database_url=database_url, seconds=seconds, threads=threads, console=console)
+    print(json.dumps(result, ensure_ascii=False))
+
+
 def main() -> None:
     app()
 

@@ -165,6 +165,7 @@ def world(app: Any, settings: Settings, password_hash: str) -> dict[str, Any]:
     """A fresh database holding a small city: five departments and a user per role."""
     reset_database(settings.database_url)
     workdays.set_supplement({})  # no admin-entered years survive a reset
+    workdays.set_fallback(settings.calendar_fallback)  # CLI tests start apps with other settings
     with session_scope(settings.database_url) as session:
         seed_classes(session)
         ids: dict[str, int] = {}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy.orm import Session
 
 from datatong.audit.writer import log_access
@@ -48,6 +50,7 @@ Db = Depends(get_session)
 Who = Depends(get_principal)
 Conf = Depends(get_settings_dep)
 AWAITING = ("compliance_review", "awaiting_provider")
+YearPath = Annotated[int, Path(ge=2000, le=2100, description="年份")]
 
 
 def application_out(app: ShareApplication) -> ApplicationOut:
@@ -299,7 +302,7 @@ def _year_detail(session: Session, principal: Principal, year: int) -> dict[str,
 
 
 @router.get("/calendar/{year}", response_model=CalendarYearDetail, summary="某年工作日历（平台导入的放假与调休日）")
-def calendar_year(year: int, session: Session = Db, principal: Principal = Who) -> CalendarYearDetail:
+def calendar_year(year: YearPath, session: Session = Db, principal: Principal = Who) -> CalendarYearDetail:
     return CalendarYearDetail.model_validate(_year_detail(session, principal, year))
 
 
@@ -307,7 +310,7 @@ def calendar_year(year: int, session: Session = Db, principal: Principal = Who) 
     "/calendar/{year}", response_model=CalendarImportOut, summary="导入某年节假日安排（平台管理员），并重算在办申请期限"
 )
 def import_calendar_year(
-    year: int, body: CalendarImportIn, session: Session = Db, principal: Principal = Who, settings: Settings = Conf
+    year: YearPath, body: CalendarImportIn, session: Session = Db, principal: Principal = Who, settings: Settings = Conf
 ) -> CalendarImportOut:
     plan = calendar.parse_json(
         {"year": year, "notice": body.notice, "holidays": body.holidays, "workdays": body.workdays}
@@ -319,7 +322,7 @@ def import_calendar_year(
 
 @router.delete("/calendar/{year}", status_code=204, summary="删除平台导入的某年工作日历（平台管理员）")
 def delete_calendar_year(
-    year: int, session: Session = Db, principal: Principal = Who, settings: Settings = Conf
+    year: YearPath, session: Session = Db, principal: Principal = Who, settings: Settings = Conf
 ) -> None:
     calendar.delete_year(session, principal, year)
     service.recompute_due_dates(session, settings)
