@@ -23,7 +23,7 @@ from datatong.db import Base, all_models, engine_for, is_sqlite, session_scope
 from datatong.orgs.models import ClientApp, Department, User
 from datatong.orgs.service import hash_secret
 from datatong.settings import Settings
-from datatong.sharing import workdays
+from datatong.sharing import authorize, workdays
 
 PASSWORD = "Passw0rd!23"
 CLIENT_ID = "dt_mz_system"
@@ -166,6 +166,7 @@ def world(app: Any, settings: Settings, password_hash: str) -> dict[str, Any]:
     reset_database(settings.database_url)
     workdays.set_supplement({})  # no admin-entered years survive a reset
     workdays.set_fallback(settings.calendar_fallback)  # CLI tests start apps with other settings
+    authorize.invalidate(forget_leases=True)  # ids restart: no cached grant may survive
     with session_scope(settings.database_url) as session:
         seed_classes(session)
         ids: dict[str, int] = {}

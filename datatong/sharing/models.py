@@ -113,7 +113,11 @@ class Grant(Base):
     """What a consumer may use: items, purpose, window, quota, items in clear."""
 
     __tablename__ = "share_grant"
-    __table_args__ = (Index("ix_share_grant_lookup", "consumer_id", "entry_id", "status"),)
+    __table_args__ = (
+        Index("ix_share_grant_lookup", "consumer_id", "entry_id", "status"),
+        # authorize()'s once-a-second look for grants changed by other processes.
+        Index("ix_share_grant_updated_at", "updated_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     consumer_id: Mapped[int] = mapped_column(ForeignKey("department.id"))

@@ -192,9 +192,11 @@ def upgrade() -> None:
 
     with op.batch_alter_table("share_application", schema=None) as batch_op:
         batch_op.add_column(sa.Column("escalated_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index("ix_share_grant_updated_at", "share_grant", ["updated_at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_share_grant_updated_at", table_name="share_grant")
     with op.batch_alter_table("share_application", schema=None) as batch_op:
         batch_op.drop_column("escalated_at")
 
