@@ -118,5 +118,6 @@ def all_models() -> None:
     """Import every model module so Base.metadata knows all tables."""
     from datatong.audit import models as _a  # noqa: F401
     from datatong.catalog import models as _c  # noqa: F401
+    from datatong.exchange import models as _x  # noqa: F401
     from datatong.orgs import models as _o  # noqa: F401
     from datatong.sharing import models as _s  # noqa: F401
