@@ -317,4 +317,3 @@ def main() -> None:  # python -m bench.audit [records] [database_url]
 
 if __name__ == "__main__":
     main()
-

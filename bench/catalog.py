@@ -53,8 +53,24 @@ SEARCH_TARGET_MS = 50.0
 WARMUP = 10
 # Words that occur in nearly every entry and that nobody types into a catalog search.
 GENERIC = {"信息", "基本", "负责", "采集", "维护", "包括", "更新", "可用", "用于"}
-REGION_NAMES = ["清源", "临川", "白鹭", "云岭", "青川", "海澜", "金沙", "玉泉", "松江", "桐城",
-                "望海", "丹霞", "石湖", "银滩", "雁门", "鹤鸣"]
+REGION_NAMES = [
+    "清源",
+    "临川",
+    "白鹭",
+    "云岭",
+    "青川",
+    "海澜",
+    "金沙",
+    "玉泉",
+    "松江",
+    "桐城",
+    "望海",
+    "丹霞",
+    "石湖",
+    "银滩",
+    "雁门",
+    "鹤鸣",
+]
 
 
 @dataclass
@@ -106,8 +122,9 @@ def seed_regions(url: str, regions: int) -> tuple[list[tuple[str, Department]], 
             city = REGION_NAMES[r % len(REGION_NAMES)] + ("市" if r < len(REGION_NAMES) else f"{r}市")
             depts = demo.seed_departments(session, prefix=f"R{r:02d}", city=city, with_classes=r == 0)
             out += [(code, d) for code, d in depts.items() if code != vocab_data.GOV_CODE]
-        officer = create_user(session, None, "bench_officer", "基准测试数据管理员", "Bench@2026x",
-                              Role.DATA_OFFICER, "R00QYGA")
+        officer = create_user(
+            session, None, "bench_officer", "基准测试数据管理员", "Bench@2026x", Role.DATA_OFFICER, "R00QYGA"
+        )
         principal = principal_for(officer)
         for _, d in out:
             session.expunge(d)
@@ -140,9 +157,15 @@ def import_entries(url: str, entries: list[EntryIn], console: Console) -> float:
         task = progress.add_task("import", total=len(entries))
         started = time.perf_counter()
         with session_scope(url) as session:
-            bulk.bulk_create(session, admin, entries, status="published",
-                                     reason="基准测试导入", keep_codes=False,
-                                     progress=lambda n: progress.advance(task, n))
+            bulk.bulk_create(
+                session,
+                admin,
+                entries,
+                status="published",
+                reason="基准测试导入",
+                keep_codes=False,
+                progress=lambda n: progress.advance(task, n),
+            )
         return time.perf_counter() - started
 
 
@@ -175,10 +198,8 @@ def make_queries(count: int, depts: list[tuple[str, Department]], seed: int) -> 
     return out
 
 
-def _add_filter(rng: random.Random, params: finder.SearchParams, res: demo.Resource,
-                providers: list[str]) -> None:
-    kind = rng.choices(["provider", "share_type", "class", "open", "update_cycle"],
-                       weights=[35, 25, 25, 10, 5])[0]
+def _add_filter(rng: random.Random, params: finder.SearchParams, res: demo.Resource, providers: list[str]) -> None:
+    kind = rng.choices(["provider", "share_type", "class", "open", "update_cycle"], weights=[35, 25, 25, 10, 5])[0]
     if kind == "provider" and providers:
         params.provider = rng.choice(providers)
     elif kind == "share_type":
@@ -214,12 +235,17 @@ def baseline_sql(q: Query, principal: Principal) -> tuple[str, str, dict[str, An
     args: dict[str, Any] = {"dept": principal.department_id}
     for i, word in enumerate(q.text.split()):
         args[f"w{i}"] = f"%{word}%"
-        where.append(f"(e.name {like} :w{i} OR e.summary {like} :w{i} OR e.keywords {like} :w{i} "
-                     f"OR EXISTS (SELECT 1 FROM catalog_item i WHERE i.entry_id = e.id "
-                     f"AND i.name {like} :w{i}))")
+        where.append(
+            f"(e.name {like} :w{i} OR e.summary {like} :w{i} OR e.keywords {like} :w{i} "
+            f"OR EXISTS (SELECT 1 FROM catalog_item i WHERE i.entry_id = e.id "
+            f"AND i.name {like} :w{i}))"
+        )
     p = q.params
-    for column, value in (("provider_code", p.provider), ("share_type", p.share_type),
-                          ("update_cycle", p.update_cycle)):
+    for column, value in (
+        ("provider_code", p.provider),
+        ("share_type", p.share_type),
+        ("update_cycle", p.update_cycle),
+    ):
         if value:
             where.append(f"e.{column} = :{column}")
             args[column] = value
@@ -230,8 +256,7 @@ def baseline_sql(q: Query, principal: Principal) -> tuple[str, str, dict[str, An
         where.append("e.is_open = :open")
         args["open"] = p.open
     cond = " AND ".join(where)
-    page = (f"SELECT e.id FROM catalog_entry e WHERE {cond} "
-            f"ORDER BY e.modified_at DESC, e.id DESC LIMIT 20")
+    page = f"SELECT e.id FROM catalog_entry e WHERE {cond} ORDER BY e.modified_at DESC, e.id DESC LIMIT 20"
     count = f"SELECT count(*) FROM catalog_entry e WHERE {cond}"
     return page, count, args
 
@@ -259,9 +284,16 @@ def percentile(values: list[float], p: float) -> float:
 # ---------------------------------------------------------------- run
 
 
-def run(entries: int = 470_000, database_url: str | None = None, searches: int = 500,
-        console: Console | None = None, *, regions: int = 10, baseline_limit: int = 50,
-        seed: int = 2026) -> dict[str, Any]:
+def run(
+    entries: int = 470_000,
+    database_url: str | None = None,
+    searches: int = 500,
+    console: Console | None = None,
+    *,
+    regions: int = 10,
+    baseline_limit: int = 50,
+    seed: int = 2026,
+) -> dict[str, Any]:
     """Import then search; returns the measurements (prints only to ``console``)."""
     from datatong.app import prepare_database
 
@@ -279,18 +311,26 @@ def run(entries: int = 470_000, database_url: str | None = None, searches: int =
         del made
         gc.collect()
         console.print(f"导入用时 {import_seconds:.1f} 秒；载入检索索引 …")
-        report = _measure_searches(url, officer, make_queries(searches + WARMUP, depts, seed + 1),
-                                   baseline_limit, console)
-        return {"benchmark": "catalog", "database": database, "entries": entries,
-                "departments": len(depts), "cpu_count": os.cpu_count(),
-                "generate_seconds": round(generate_seconds, 2),
-                "import_seconds": round(import_seconds, 2),
-                "import_rate_per_s": round(entries / import_seconds) if import_seconds else None,
-                **report, "import_target_met": import_seconds < IMPORT_TARGET_S}
+        report = _measure_searches(
+            url, officer, make_queries(searches + WARMUP, depts, seed + 1), baseline_limit, console
+        )
+        return {
+            "benchmark": "catalog",
+            "database": database,
+            "entries": entries,
+            "departments": len(depts),
+            "cpu_count": os.cpu_count(),
+            "generate_seconds": round(generate_seconds, 2),
+            "import_seconds": round(import_seconds, 2),
+            "import_rate_per_s": round(entries / import_seconds) if import_seconds else None,
+            **report,
+            "import_target_met": import_seconds < IMPORT_TARGET_S,
+        }
 
 
-def _measure_searches(url: str, officer: Principal, queries: list[Query], baseline_limit: int,
-                      console: Console) -> dict[str, Any]:
+def _measure_searches(
+    url: str, officer: Principal, queries: list[Query], baseline_limit: int, console: Console
+) -> dict[str, Any]:
     with session_factory(url)() as session:
         warmup_seconds = fts.warm(session)
     time_searches(url, officer, queries[:WARMUP])
@@ -298,16 +338,17 @@ def _measure_searches(url: str, officer: Principal, queries: list[Query], baseli
     sample = queries[WARMUP:][:baseline_limit]
     console.print(f"检索完成；基线（LIKE 扫描）{len(sample)} 次 …")
     base = time_baseline(url, officer, sample)
-    report = _report(latencies, totals, base, latencies[:len(sample)])
+    report = _report(latencies, totals, base, latencies[: len(sample)])
     report["index_warmup_seconds"] = round(warmup_seconds, 2)
     report["filtered_searches"] = sum(
-        1 for q in queries[WARMUP:] if any((q.params.provider, q.params.share_type, q.params.class_code,
-                                            q.params.open, q.params.update_cycle)))
+        1
+        for q in queries[WARMUP:]
+        if any((q.params.provider, q.params.share_type, q.params.class_code, q.params.open, q.params.update_cycle))
+    )
     return report
 
 
-def _report(latencies: list[float], totals: list[int], base: list[float],
-            same_queries: list[float]) -> dict[str, Any]:
+def _report(latencies: list[float], totals: list[int], base: list[float], same_queries: list[float]) -> dict[str, Any]:
     p95 = percentile(latencies, 95)
     base_p95 = percentile(base, 95) if base else 0.0
     return {

@@ -14,6 +14,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from datatong import __version__
 from datatong.audit.writer import writer_for
 from datatong.db import session_scope, upgrade
+from datatong.exchange.metrics import HttpMetricsMiddleware
 from datatong.keys import keyring
 from datatong.settings import Settings, get_settings
 from datatong.web import errors
@@ -72,17 +73,20 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     )
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(SecurityHeadersMiddleware, settings=settings)  # web/security.py
+    app.add_middleware(HttpMetricsMiddleware)  # exchange/metrics.py: requests by route template
     errors.install(app)
     from datatong.audit import api as audit_api
     from datatong.audit import pages as audit_pages
     from datatong.catalog import api as catalog_api
     from datatong.catalog import ckan, dcat, files_api
+    from datatong.exchange import api as exchange_api
+    from datatong.exchange import sources_api
     from datatong.orgs import api as orgs_api
     from datatong.sharing import admin_pages as sharing_admin_pages
     from datatong.sharing import api as sharing_api
     from datatong.sharing import inbox_api, inbox_pages, needs_api, needs_pages
     from datatong.sharing import pages as sharing_pages
-    from datatong.web import pages, wellknown
+    from datatong.web import health, pages, wellknown
 
     for module in (
         orgs_api,
@@ -91,6 +95,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         dcat,
         ckan,
         wellknown,
+        health,
         audit_api,
         pages,
         audit_pages,
@@ -100,6 +105,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         inbox_pages,
         needs_pages,
         sharing_admin_pages,
+        sources_api,
+        exchange_api,
     ):
         app.include_router(module.router)
     app.include_router(needs_api.router)

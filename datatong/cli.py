@@ -12,6 +12,8 @@ from rich.console import Console
 
 from datatong.audit.cli import audit_app, keys_app
 from datatong.errors import AppError
+from datatong.exchange.cli import exchange_app
+from datatong.exchange.receipt_cli import receipt_app
 from datatong.sharing.cli import calendar_app, sharing_app
 
 app = typer.Typer(help="数据通 Datatong — 政务信息资源共享交换平台", no_args_is_help=True)
@@ -29,6 +31,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(calendar_app, name="calendar")
 app.add_typer(sharing_app, name="sharing")
+app.add_typer(exchange_app, name="exchange")
+app.add_typer(receipt_app, name="receipt")
 console = Console(stderr=True)
 
 

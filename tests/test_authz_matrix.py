@@ -77,6 +77,7 @@ IMPORT_CSV = (
 # Sharing (datatong/sharing): a 有条件共享 entry of 公安局, an application of 民政局 moved
 # to the state a route needs, and grants of it.
 SH = "/api/v1/sharing"
+EXS = "/api/v1/exchange/sources"
 CONSUMERS = {"mz_officer"}
 SHARING_USERS = {"admin", "mz_officer", "ga_officer", "ga_admin"}
 PROVIDERS_OF_GA = {"ga_officer", "ga_admin"}
@@ -330,6 +331,42 @@ MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
         lambda c, w: {"path": {"year": 2031}, "json": {"notice": "测试通知", "holidays": ["2031-01-01"]}},
     ),
     ("DELETE", f"{SH}/calendar/{{year}}"): ({"admin"}, lambda c, w: _calendar_year(c)),
+    # Data sources of exchange: the provider department's editors and the platform admin
+    # see and change them; anyone else gets 404 (the list is empty for them).
+    ("POST", EXS): (
+        EDITORS_OF_GA,
+        lambda c, w: {
+            "json": {"entry_id": create_entry(c, publish=True)["id"], "kind": "file", "key_item": "身份证号"}
+        },
+    ),
+    ("GET", EXS): (AUTHENTICATED, lambda c, w: {}),
+    ("GET", f"{EXS}/{{source_id}}"): (EDITORS_OF_GA, lambda c, w: {"path": {"source_id": _ex_source(c)}}),
+    ("PATCH", f"{EXS}/{{source_id}}"): (
+        EDITORS_OF_GA,
+        lambda c, w: {"path": {"source_id": _ex_source(c)}, "json": {"enabled": False}},
+    ),
+    ("DELETE", f"{EXS}/{{source_id}}"): (EDITORS_OF_GA, lambda c, w: {"path": {"source_id": _ex_source(c)}}),
+    ("POST", f"{EXS}/{{source_id}}/test"): (
+        EDITORS_OF_GA,
+        lambda c, w: {"path": {"source_id": _ex_source(c)}},
+    ),
+    ("POST", f"{EXS}/{{source_id}}/file"): (
+        EDITORS_OF_GA,
+        lambda c, w: {
+            "path": {"source_id": _ex_source(c)},
+            "files": {"file": ("p.csv", "身份证号,姓名,出生日期\n110101199003071235,张三,1990-03-07\n".encode())},
+        },
+    ),
+    # Exchange calls: the holders of a grant — 民政局's system and its officers (the grant
+    # is department-wide); everyone else is refused (deny by default).
+    ("POST", "/api/v1/exchange/entries/{entry_code}/query"): (
+        {"client", "mz_officer"},
+        lambda c, w: _ex_call(c, {"limit": 5}),
+    ),
+    ("POST", "/api/v1/exchange/entries/{entry_code}/verify"): (
+        {"client", "mz_officer"},
+        lambda c, w: _ex_call(c, {"subjects": [{"key": "110101199003071235", "claims": {"姓名": "张三"}}]}),
+    ),
     # ROWS: inbox and webhooks
     # The inbox: every signed-in person reads their own; a message is marked by its owner only.
     ("GET", "/api/v1/inbox"): (USERS, lambda c, w: {"params": {"unread_only": True}}),
@@ -385,6 +422,37 @@ MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
     ),
     ("GET", "/api/v1/catalog/update-due"): (EDITORS, lambda c, w: {}),
 }
+
+
+def _ex_source(client: Any) -> int:
+    """A file data source of a published 公安局 entry (no network needed to test it)."""
+    entry = create_entry(client, publish=True)
+    body = {"entry_id": entry["id"], "kind": "file", "key_item": "身份证号"}
+    r = client.post(EXS, json=body, headers=auth(client, "ga_officer"))
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def _ex_call(client: Any, body: dict[str, Any]) -> Request:
+    """A file source of a published 公安局 entry with one row, granted to 民政局."""
+    source = _ex_source(client)
+    csv = "身份证号,姓名,出生日期\n110101199003071235,张三,1990-03-07\n".encode()
+    r = client.post(f"{EXS}/{source}/file", files={"file": ("p.csv", csv)}, headers=auth(client, "ga_officer"))
+    assert r.status_code < 400, r.text
+    entry = client.get(f"{EXS}/{source}", headers=auth(client, "ga_officer")).json()["entry_id"]
+    code = client.get(f"/api/v1/catalog/entries/{entry}", headers=auth(client, "ga_officer")).json()["code"]
+    app = _sh_body(client) | {"entry_id": entry}
+    mz, ga = auth(client, "mz_officer"), auth(client, "ga_officer")
+    app_id = client.post(f"{SH}/applications", json=app, headers=mz).json()["id"]
+    client.post(f"{SH}/applications/{app_id}/submit", json={"accept_commitment": True}, headers=mz)
+    client.post(f"{SH}/applications/{app_id}/decide", json={"decision": "approve"}, headers=ga).raise_for_status()
+    context = {
+        "X-Datatong-System": CLIENT_ID,
+        "X-Datatong-Operator": "wang",
+        "X-Datatong-Purpose": "verification",
+        "X-Datatong-Case": "MZ-1",
+    }
+    return {"path": {"entry_code": code}, "json": body, "headers": context}
 
 
 # BUILDERS: inbox and webhooks
@@ -466,12 +534,16 @@ def test_route_role(client, world, route, role):
     allowed, build = MATRIX[route]
     req = build(client, world)
     url = path.format(**req.pop("path", {}))
-    headers = {} if role == "anonymous" else auth(client, role)
+    headers = {**req.pop("headers", {}), **({} if role == "anonymous" else auth(client, role))}
     r = client.request(method, url, headers=headers, **req)
     if role in allowed:
         assert r.status_code < 400, f"{role} should be allowed: {r.status_code} {r.text[:300]}"
     else:
         assert r.status_code in (401, 403, 404), f"{role} should be refused: {r.status_code} {r.text[:300]}"
         body = r.json()
-        assert body["error"]["code"] in ("unauthenticated", "forbidden", "not_found"), body
+        # Exchange refusals name their reason (exchange.no_grant, …) instead of "forbidden".
+        code = body["error"]["code"]
+        assert code in ("unauthenticated", "forbidden", "not_found") or (
+            r.status_code == 403 and code.startswith("exchange.")
+        ), body
         assert body["error"]["message"] and body["error"]["message_en"]

@@ -1,0 +1,177 @@
+"""Python SDK of the Datatong exchange (HTTPX).
+
+    from datatong.client import Client
+
+    with Client("https://datatong.example.gov.cn", client_id="mz-jiuzhu", client_secret="…",
+                system="社会救助信息系统", operator="张三", purpose="verification", case="MZ2026-0001") as dt:
+        for row in dt.query("101-GA-000001", items=["身份证号", "姓名"], filters=[("姓名", "prefix", "张")]):
+            ...
+        results = dt.verify("101-GA-000001", [("110101199003071234", {"姓名": "张三", "婚姻状况": "已婚"})])
+        dt.last_receipt  # the signed receipt (电子凭证) of the last response; dt.check_receipt() verifies it
+
+It fetches and renews the token (user password or client credentials), sends the request
+context headers on every call, follows query pages, and keeps each response's receipt.
+Errors are raised as :class:`DatatongError` with the platform's code and messages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+
+class DatatongError(Exception):
+    """An error answer of the platform: ``status``, ``code``, ``message`` (Chinese), ``message_en``."""
+
+    def __init__(self, status: int, code: str, message: str, message_en: str) -> None:
+        super().__init__(f"{status} {code}: {message_en}")
+        self.status, self.code, self.message, self.message_en = status, code, message, message_en
+
+
+@dataclass
+class Receipt:
+    """What a response was, bound by the platform's signature (verify with :meth:`Client.check_receipt`)."""
+
+    header: str
+    body: bytes
+
+
+class Client:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        system: str,
+        operator: str,
+        purpose: str,
+        case: str,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not ((username and password) or (client_id and client_secret)):
+            raise ValueError("give username + password or client_id + client_secret")
+        self._credentials = (username, password, client_id, client_secret)
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport)
+        self._token: str | None = None
+        self._token_until = 0.0
+        self.context = {"system": system, "operator": operator, "purpose": purpose, "case": case}
+        self.last_receipt: Receipt | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _auth(self) -> dict[str, str]:
+        if self._token is None or time.monotonic() > self._token_until:
+            username, password, client_id, secret = self._credentials
+            if client_id:
+                r = self._http.post("/api/v1/auth/client-token", json={"client_id": client_id, "client_secret": secret})
+            else:
+                r = self._http.post("/api/v1/auth/token", json={"username": username, "password": password})
+            data = self._json(r)
+            self._token = str(data["access_token"])
+            self._token_until = time.monotonic() + max(30, int(data.get("expires_in", 300)) - 30)
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _headers(self) -> dict[str, str]:
+        c = self.context
+        return {
+            **self._auth(),
+            "X-Datatong-System": quote(c["system"]),
+            "X-Datatong-Operator": quote(c["operator"]),
+            "X-Datatong-Purpose": c["purpose"],
+            "X-Datatong-Case": quote(c["case"]),
+        }
+
+    @staticmethod
+    def _json(r: httpx.Response) -> Any:
+        if r.status_code >= 400:
+            try:
+                err = r.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                raise DatatongError(r.status_code, "http_error", r.text[:200], r.text[:200]) from None
+            raise DatatongError(r.status_code, err.get("code", ""), err.get("message", ""), err.get("message_en", ""))
+        return r.json()
+
+    def _post(self, path: str, body: Mapping[str, Any]) -> Any:
+        r = self._http.post(path, json=body, headers=self._headers())
+        data = self._json(r)
+        if "X-Datatong-Receipt" in r.headers:
+            self.last_receipt = Receipt(r.headers["X-Datatong-Receipt"], r.content)
+        return data
+
+    # ------------------------------------------------------------------ exchange calls
+
+    def query_page(
+        self,
+        entry: str,
+        *,
+        items: Sequence[str] | None = None,
+        filters: Iterable[tuple[str, str, Any]] = (),
+        after: Any = None,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """One page: ``{"rows": […], "next": cursor or None, "items": …, "masked_items": …}``."""
+        body = {
+            "items": list(items) if items else None,
+            "filters": [{"item": i, "op": op, "value": v} for i, op, v in filters],
+            "after": after,
+            "limit": limit,
+        }
+        return dict(self._post(f"/api/v1/exchange/entries/{quote(entry, safe='')}/query", body))
+
+    def query(
+        self,
+        entry: str,
+        *,
+        items: Sequence[str] | None = None,
+        filters: Iterable[tuple[str, str, Any]] = (),
+        after: Any = None,
+        limit: int = 100,
+    ) -> Iterator[dict[str, Any]]:
+        """Every row, page after page (pass ``after`` to resume where an earlier run stopped)."""
+        filters = list(filters)
+        while True:
+            page = self.query_page(entry, items=items, filters=filters, after=after, limit=limit)
+            yield from page["rows"]
+            after = page["next"]
+            if after is None:
+                return
+
+    def verify(self, entry: str, subjects: Iterable[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+        """查询核验: ``[(key, {item: claimed value})]`` → per subject
+        ``{"key", "found", "items": {item: "match" | "mismatch" | "not_found"}}``."""
+        body = {"subjects": [{"key": k, "claims": dict(c)} for k, c in subjects]}
+        return list(self._post(f"/api/v1/exchange/entries/{quote(entry, safe='')}/verify", body)["results"])
+
+    # ------------------------------------------------------------------ receipts
+
+    def jwks(self) -> dict[str, Any]:
+        return dict(self._json(self._http.get("/.well-known/datatong-keys")))
+
+    def check_receipt(self, receipt: Receipt | None = None, jwks: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Verify a receipt (default: the last one) against the platform's published keys;
+        returns its claims or raises."""
+        from datatong.exchange.receipts import verify_receipt
+
+        receipt = receipt or self.last_receipt
+        if receipt is None:
+            raise ValueError("no receipt yet")
+        claims = verify_receipt(receipt.header, receipt.body, dict(jwks or self.jwks()))
+        return claims.as_dict()

@@ -1,0 +1,281 @@
+"""The exchange services a consumer calls: query (查询接口) and verification (查询核验).
+
+Every call, in this order: find the entry's data source; ask ``authorize`` (grant, items,
+purpose, quota — deny by default); read only what is allowed, with filters and the page
+pushed into the source's database; mask what the grant does not give in clear; write the
+audit record with the request context — and only then return data (fail closed: if the
+record cannot be written the caller gets 503 and no data).
+
+Quota: a query page counts its page size (``limit``) against the grant's rows per day
+(the consumer chooses small pages: 小批量、多频次); a verification counts its subjects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from datatong.audit.service import make_event
+from datatong.audit.writer import log_refusal, writer_for
+from datatong.catalog.models import CatalogEntry
+from datatong.db import utcnow
+from datatong.errors import AppError, NotFound, invalid
+from datatong.exchange.readers import OPS, Filter, SourceReader
+from datatong.orgs.service import Principal
+from datatong.sharing import masking, policy
+from datatong.sharing.authorize import Decision, authorize
+
+MAX_PAGE = 1000
+MAX_SUBJECTS = 100
+
+
+class Context(Protocol):
+    """The request context (X-Road style) every call carries: see context.py."""
+
+    purpose: str
+
+    def audit_detail(self) -> dict[str, Any]: ...
+
+
+class ReaderFactory(Protocol):
+    def __call__(self, session: Session, settings: Any, entry: CatalogEntry) -> tuple[SourceReader, str]: ...
+
+
+class Refused(AppError):
+    """authorize said no: 403 with the refusal code (``exchange.<reason>``)."""
+
+    status_code = 403
+
+    def __init__(self, decision: Decision) -> None:
+        zh = decision.message or "无权访问该信息资源"
+        super().__init__(
+            f"exchange.{decision.reason}",
+            zh,
+            f"Refused: {decision.reason}",
+            status_code=429 if decision.reason == "over_quota" else 403,
+        )
+        self.decision = decision
+
+
+@dataclass
+class Result:
+    """What a call returns, plus what the receipt and the metrics need."""
+
+    body: dict[str, Any]
+    decision: Decision
+    rows: int
+    entry_code: str
+    items: list[str] = field(default_factory=list)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def _filters(raw: Sequence[Mapping[str, Any]], allowed: Sequence[str]) -> list[Filter]:
+    """Filters only on items the caller may see (a filter on another item would leak it)."""
+    out: list[Filter] = []
+    for i, f in enumerate(raw):
+        item, op = str(f.get("item", "")), str(f.get("op", "eq"))
+        if op not in OPS:
+            raise invalid(
+                "exchange.filter_invalid",
+                f"第 {i + 1} 个筛选条件的 op 须为 {'/'.join(OPS)}",
+                f"filter {i + 1}: op must be one of {', '.join(OPS)}",
+                "filters",
+            )
+        if item not in allowed:
+            raise invalid(
+                "exchange.filter_item_not_granted",
+                f"不能按未授权的信息项“{item}”筛选",
+                f"Cannot filter on a data item not granted: {item}",
+                "filters",
+            )
+        out.append(Filter(item, op, f.get("value")))
+    return out
+
+
+def _decide(
+    session: Session,
+    settings: Any,
+    principal: Principal,
+    entry_code: str,
+    items: Sequence[str],
+    ctx: Context,
+    rows: int,
+    service: str,
+    now: datetime | None,
+) -> Decision:
+    decision = authorize(
+        session,
+        consumer=principal,
+        entry=entry_code,
+        items=list(items),
+        purpose=ctx.purpose,
+        now=now or utcnow(),
+        rows=rows,
+    )
+    if not decision.allowed:
+        log_refusal(
+            settings,
+            principal,
+            f"exchange.{service}",
+            resource=entry_code,
+            reason=decision.reason or "refused",
+            detail={"context": ctx.audit_detail(), "items": list(items)},
+        )
+        raise Refused(decision)
+    return decision
+
+
+def query(
+    session: Session,
+    settings: Any,
+    principal: Principal,
+    reader_for: ReaderFactory,
+    *,
+    entry: CatalogEntry,
+    ctx: Context,
+    items: Sequence[str] | None,
+    filters: Sequence[Mapping[str, Any]] = (),
+    after: Any = None,
+    limit: int = 100,
+    now: datetime | None = None,
+) -> Result:
+    """One page of rows of ``entry``: only granted items, masked as the grant says."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise invalid("exchange.limit_invalid", f"每页条数须为 1–{MAX_PAGE}", f"limit must be 1–{MAX_PAGE}", "limit")
+    reader, _key_item = reader_for(session, settings, entry)
+    # No items named: everything the grant allows (authorize answers with the grant's items).
+    wanted = list(items or [])
+    decision = _decide(session, settings, principal, entry.code, wanted, ctx, limit, "query", now)
+    granted = [i for i in decision.items if i in reader.items]
+    page = reader.page(granted, _filters(filters, granted), after, limit)
+    rules = policy.masking_rules(session)
+    rows = [
+        {
+            k: _json_value(v)
+            for k, v in masking.mask_row(r, decision.masked_items, decision.mask_kinds, rules).items()
+            if k in granted
+        }
+        for r in page.rows
+    ]
+    body = {
+        "entry": entry.code,
+        "items": granted,
+        "masked_items": list(decision.masked_items),
+        "rows": rows,
+        "next": _json_value(page.after),
+        "grant_id": decision.grant_id,
+    }
+    _audit(settings, principal, "exchange.query", entry, decision, len(rows), ctx, {"filters": len(filters)})
+    return Result(body, decision, len(rows), entry.code, granted)
+
+
+def _same(claimed: Any, stored: Any) -> bool:
+    if stored is None:
+        return claimed is None
+    a, b = str(_json_value(claimed)).strip(), str(_json_value(stored)).strip()
+    return a.upper() == b.upper()
+
+
+def verify(
+    session: Session,
+    settings: Any,
+    principal: Principal,
+    reader_for: ReaderFactory,
+    *,
+    entry: CatalogEntry,
+    ctx: Context,
+    subjects: Sequence[Mapping[str, Any]],
+    now: datetime | None = None,
+) -> Result:
+    """查询核验: per subject and claimed item ``match`` / ``mismatch``, or the subject
+    ``not_found`` — never a stored value."""
+    if not 1 <= len(subjects) <= MAX_SUBJECTS:
+        raise invalid(
+            "exchange.subjects_invalid",
+            f"每次核验 1–{MAX_SUBJECTS} 个对象",
+            f"1–{MAX_SUBJECTS} subjects per call",
+            "subjects",
+        )
+    reader, key_item = reader_for(session, settings, entry)
+    claimed_items: list[str] = []
+    for i, s in enumerate(subjects):
+        claims = s.get("claims")
+        if not isinstance(s.get("key"), str) or not s["key"].strip() or not isinstance(claims, Mapping) or not claims:
+            raise invalid(
+                "exchange.subject_invalid",
+                f"第 {i + 1} 个对象须有 key 和至少一项 claims",
+                f"subject {i + 1} needs a key and at least one claim",
+                "subjects",
+            )
+        claimed_items += [str(k) for k in claims if str(k) not in claimed_items]
+    wanted = [key_item, *[i for i in claimed_items if i != key_item]]
+    decision = _decide(session, settings, principal, entry.code, wanted, ctx, len(subjects), "verify", now)
+    keys = [str(s["key"]).strip() for s in subjects]
+    found = reader.lookup(key_item, keys, claimed_items)
+    results = []
+    for key, s in zip(keys, subjects, strict=True):
+        row = found.get(key) or found.get(key.upper())
+        if row is None:
+            results.append({"key": key, "found": False, "items": {k: "not_found" for k in s["claims"]}})
+        else:
+            results.append(
+                {
+                    "key": key,
+                    "found": True,
+                    "items": {k: "match" if _same(v, row.get(k)) else "mismatch" for k, v in s["claims"].items()},
+                }
+            )
+    body = {"entry": entry.code, "results": results, "grant_id": decision.grant_id}
+    _audit(
+        settings,
+        principal,
+        "exchange.verify",
+        entry,
+        decision,
+        len(subjects),
+        ctx,
+        {"found": sum(1 for r in results if r["found"])},
+    )
+    return Result(body, decision, len(subjects), entry.code, wanted)
+
+
+def _audit(
+    settings: Any,
+    principal: Principal,
+    action: str,
+    entry: CatalogEntry,
+    decision: Decision,
+    rows: int,
+    ctx: Context,
+    extra: dict[str, Any],
+) -> None:
+    """Written (committed) before the data goes out, whatever ``audit_reads`` says: every
+    exchange is audited. Raises AuditUnavailable (503) when it cannot be: fail closed."""
+    fields = decision.audit_fields()
+    detail = {**(fields.pop("detail") or {}), "context": ctx.audit_detail(), **extra}
+    fields.update(resource=entry.code, subject_department=entry.provider_code, rows=rows, detail=detail)
+    writer = writer_for(settings.database_url, settings.keys_path, settings.audit_checkpoint_every)
+    writer.write(make_event(principal, action, **fields))
+
+
+def entry_by_code(session: Session, code: str) -> CatalogEntry:
+    from sqlalchemy import select
+
+    entry = session.scalar(select(CatalogEntry).where(CatalogEntry.code == code))
+    if entry is None or entry.status != "published":
+        raise NotFound("信息资源", "Catalog entry")
+    return entry
