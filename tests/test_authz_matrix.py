@@ -367,6 +367,10 @@ MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
         {"client", "mz_officer"},
         lambda c, w: _ex_call(c, {"subjects": [{"key": "110101199003071235", "claims": {"姓名": "张三"}}]}),
     ),
+    ("GET", "/api/v1/exchange/entries/{entry_code}/export"): (
+        {"client", "mz_officer"},
+        lambda c, w: {k: v for k, v in _ex_call(c, {}).items() if k != "json"} | {"params": {"format": "csv"}},
+    ),
     # ROWS: inbox and webhooks
     # The inbox: every signed-in person reads their own; a message is marked by its owner only.
     ("GET", "/api/v1/inbox"): (USERS, lambda c, w: {"params": {"unread_only": True}}),

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from datatong.catalog.models import CatalogEntry
@@ -145,3 +147,51 @@ def verify(
     )
     data = json.dumps(result.body, ensure_ascii=False, separators=(",", ":")).encode()
     return _signed(request, data, result, ctx, settings, principal, raw)
+
+
+@router.get(
+    "/entries/{entry_code}/export",
+    summary="批量交换：流式导出 CSV / JSON Lines / Parquet，可断点续传",
+    response_class=StreamingResponse,
+)
+def export(
+    entry_code: str,
+    fmt: str = Query("csv", alias="format", description="csv | jsonl | parquet"),
+    items: list[str] | None = Query(None, description="data items (repeat the parameter); none: all granted"),
+    after: str | None = Query(None, description="resume after this key (the last complete row stored)"),
+    session: Session = Db,
+    principal: Principal = Who,
+    settings: Settings = Conf,
+    ctx: RequestContext = Ctx,
+) -> StreamingResponse:
+    """Refusals and errors are JSON before any byte; the audit record is written before
+    the first byte. No receipt header: the body is not known when the headers go out —
+    a bulk export is covered by its audit records (start and end)."""
+    from datatong.exchange import bulk
+
+    entry = service.entry_by_code(session, entry_code)
+    started = time.perf_counter()
+    try:
+        started_export = bulk.export(
+            session,
+            settings,
+            principal,
+            reader_for_entry,
+            entry=entry,
+            ctx=ctx,
+            fmt=fmt,
+            items=items,
+            after=after,
+        )
+    except service.Refused as exc:
+        metrics.observe_call("export", "refused", time.perf_counter() - started, reason=exc.decision.reason)
+        raise
+    headers = {
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(started_export.filename)}",
+        "X-Datatong-Resume": started_export.resume,
+        "X-Datatong-Items": ",".join(quote(i, safe="") for i in started_export.items),
+        "Cache-Control": "no-store",
+    }
+    if started_export.decision.grant_id is not None:
+        headers["X-Datatong-Grant"] = str(started_export.decision.grant_id)
+    return StreamingResponse(started_export.chunks, media_type=started_export.media_type, headers=headers)
