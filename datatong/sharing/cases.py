@@ -17,6 +17,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from datatong.audit.service import record
+from datatong.catalog.models import CatalogEntry
 from datatong.db import get_by_id, utcnow
 from datatong.errors import AppError, Forbidden, NotFound, invalid
 from datatong.orgs.models import Role
@@ -35,6 +36,20 @@ def _text(value: str | None, field: str, zh: str, en: str) -> str:
     return text
 
 
+def check_can_open(entry: CatalogEntry, principal: Principal) -> None:
+    """A case is only for another department's 不予共享 entry (the form checks this before
+    it is shown, open_case when it is saved)."""
+    if entry.share_type != "none":
+        raise AppError(
+            "sharing.case_not_needed",
+            "该信息资源可以共享，请直接申请或获取授权",
+            "This resource is shared: apply for it or take the unconditional grant",
+            status_code=409,
+        )
+    if entry.provider_id == principal.department_id:
+        raise Forbidden("本部门的信息资源无需协调", "Your own department's resources need no coordination")
+
+
 def open_case(
     session: Session,
     principal: Principal,
@@ -48,15 +63,7 @@ def open_case(
     require_role(principal, *DEPT_ROLES)
     assert principal.department_id is not None and principal.id is not None
     entry = _published_entry(session, entry_id)
-    if entry.share_type != "none":
-        raise AppError(
-            "sharing.case_not_needed",
-            "该信息资源可以共享，请直接申请或获取授权",
-            "This resource is shared: apply for it or take the unconditional grant",
-            status_code=409,
-        )
-    if entry.provider_id == principal.department_id:
-        raise Forbidden("本部门的信息资源无需协调", "Your own department's resources need no coordination")
+    check_can_open(entry, principal)
     wanted = _check_items(entry, items) if items else []
     open_exists = session.scalar(
         select(CoordinationCase.id).where(

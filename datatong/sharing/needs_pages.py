@@ -23,7 +23,7 @@ from datatong.audit.writer import log_access
 from datatong.catalog import service as catalog
 from datatong.catalog.models import CatalogEntry
 from datatong.db import MAX_ID
-from datatong.errors import AppError, Forbidden, NotFound
+from datatong.errors import AppError, NotFound
 from datatong.orgs import service as orgs
 from datatong.orgs.models import Role
 from datatong.orgs.service import Principal
@@ -407,15 +407,7 @@ def _case_entry(page: Page, raw_id: str) -> CatalogEntry:
     entry = catalog.get_entry(page.session, page.principal, int(raw_id))
     if entry.status != "published":
         raise NotFound("信息资源", "Catalog entry")
-    if entry.share_type != "none":
-        raise AppError(
-            "sharing.case_not_needed",
-            "该信息资源可以共享，请直接申请或获取授权",
-            "This resource is shared: apply for it or take the unconditional grant",
-            status_code=409,
-        )
-    if entry.provider_id == page.principal.department_id:
-        raise Forbidden("本部门的信息资源无需协调", "Your own department's resources need no coordination")
+    cases.check_can_open(entry, page.principal)
     return entry
 
 

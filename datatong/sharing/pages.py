@@ -241,22 +241,7 @@ def _apply_entry(page: Page, raw_id: str) -> CatalogEntry:
     entry = catalog.get_entry(page.session, page.principal, int(raw_id))
     if entry.status != "published":
         raise NotFound("信息资源", "Catalog entry")
-    if entry.share_type == "none":
-        raise AppError(
-            "sharing.not_shareable",
-            "该信息资源为不予共享类，不能申请使用",
-            "This resource is not shared (不予共享)",
-            status_code=409,
-        )
-    if entry.share_type == "unconditional":
-        raise AppError(
-            "sharing.unconditional_no_application",
-            "该信息资源为无条件共享，可在信息资源页面直接获取授权，无需申请",
-            "This resource is shared unconditionally: request a grant directly",
-            status_code=409,
-        )
-    if entry.provider_id == page.principal.department_id:
-        raise Forbidden("本部门的信息资源无需申请共享", "Your own department's resources need no sharing grant")
+    service.check_can_apply(entry, page.principal)
     return entry
 
 

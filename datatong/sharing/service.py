@@ -190,6 +190,19 @@ def _check_shareable(entry: CatalogEntry, principal: Principal) -> None:
         raise Forbidden("本部门的信息资源无需申请共享", "Your own department's resources need no sharing grant")
 
 
+def check_can_apply(entry: CatalogEntry, principal: Principal) -> None:
+    """An application is the path for 有条件共享 entries of other departments only (the
+    apply form checks this before it is shown, create_application when it is saved)."""
+    _check_shareable(entry, principal)
+    if entry.share_type == "unconditional":
+        raise AppError(
+            "sharing.unconditional_no_application",
+            "该信息资源为无条件共享，可在信息资源页面直接获取授权，无需申请",
+            "This resource is shared unconditionally: request a grant directly",
+            status_code=409,
+        )
+
+
 def _check_items(entry: CatalogEntry, items: Sequence[str], field: str = "items") -> list[str]:
     names = [i.name for i in entry.items]
     wanted = [i.strip() for i in items]
@@ -415,14 +428,7 @@ def create_application(
     require_role(principal, *DEPT_ROLES)
     assert principal.department_id is not None and principal.id is not None
     entry = _published_entry(session, entry_id)
-    _check_shareable(entry, principal)
-    if entry.share_type == "unconditional":
-        raise AppError(
-            "sharing.unconditional_no_application",
-            "该信息资源为无条件共享，可直接获取授权，无需申请",
-            "This resource is shared unconditionally: request a grant directly",
-            status_code=409,
-        )
+    check_can_apply(entry, principal)
     terms = _terms(
         session,
         principal,
