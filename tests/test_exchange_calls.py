@@ -87,6 +87,14 @@ def test_query_pages_filters_masks_and_signs(
         assert len(first["rows"]) == 10 and first["next"] is not None and first["masked_items"]
         claims = dt.check_receipt()
         assert claims["entry"] == code and claims["grant_id"] and claims["context"]["case"] == CTX["case"]
+        # The cursor is sealed: the key it holds may be granted only masked.
+        assert all(r[key] not in first["next"] for r in first["rows"])
+        with pytest.raises(DatatongError) as info:
+            dt.query_page(code, after=first["rows"][-1][key], limit=10)
+        assert info.value.status == 422 and info.value.code == "exchange.cursor_invalid"
+        with pytest.raises(DatatongError) as info:
+            dt.query_page(code, filters=[(name_item, "prefix", "张")])
+        assert info.value.code == "exchange.filter_masked_item"
         # Resume after the first page = the rest, no overlap.
         rest = list(dt.query(code, after=first["next"], limit=500))
         assert len(rest) == len(db.rows) - 10

@@ -12,6 +12,7 @@ Quota: a query page counts its page size (``limit``) against the grant's rows pe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
+from datatong import crypto
 from datatong.audit.service import make_event
 from datatong.audit.writer import log_refusal, writer_for
 from datatong.catalog.models import CatalogEntry
@@ -83,8 +85,31 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _filters(raw: Sequence[Mapping[str, Any]], allowed: Sequence[str]) -> list[Filter]:
-    """Filters only on items the caller may see (a filter on another item would leak it)."""
+def _seal_cursor(after: Any, aad: str, settings: Any) -> str | None:
+    """The next-page cursor, sealed: it holds the last row's key in clear, which the grant
+    may give only masked (e.g. 身份证号); the consumer passes it back unread."""
+    if after is None:
+        return None
+    return crypto.seal(json.dumps(_json_value(after), ensure_ascii=False), aad=aad, settings=settings)
+
+
+def _open_cursor(token: Any, aad: str, settings: Any) -> Any:
+    if token is None:
+        return None
+    try:
+        return json.loads(crypto.unseal(str(token), aad=aad, settings=settings))
+    except (crypto.CryptoError, ValueError):
+        raise invalid(
+            "exchange.cursor_invalid",
+            "分页游标无效：请使用上一页返回的 next",
+            "Invalid cursor: pass the next value of the previous page",
+            "after",
+        ) from None
+
+
+def _filters(raw: Sequence[Mapping[str, Any]], allowed: Sequence[str], masked: Sequence[str] = ()) -> list[Filter]:
+    """Filters only on items the caller may see (a filter on another item would leak it);
+    on a masked item only exact matches (a range or prefix would reveal it piece by piece)."""
     out: list[Filter] = []
     for i, f in enumerate(raw):
         item, op = str(f.get("item", "")), str(f.get("op", "eq"))
@@ -100,6 +125,13 @@ def _filters(raw: Sequence[Mapping[str, Any]], allowed: Sequence[str]) -> list[F
                 "exchange.filter_item_not_granted",
                 f"不能按未授权的信息项“{item}”筛选",
                 f"Cannot filter on a data item not granted: {item}",
+                "filters",
+            )
+        if item in masked and op not in ("eq", "in"):
+            raise invalid(
+                "exchange.filter_masked_item",
+                f"信息项“{item}”为脱敏提供，只能按等于或属于筛选",
+                f"{item} is masked: only eq and in filters are allowed on it",
                 "filters",
             )
         out.append(Filter(item, op, f.get("value")))
@@ -161,7 +193,10 @@ def query(
     wanted = list(items or [])
     decision = _decide(session, settings, principal, entry.code, wanted, ctx, limit, "query", now)
     granted = [i for i in decision.items if i in reader.items]
-    page = reader.page(granted, _filters(filters, granted), after, limit)
+    aad = f"exchange.cursor:{entry.code}:{decision.grant_id}"
+    page = reader.page(
+        granted, _filters(filters, granted, decision.masked_items), _open_cursor(after, aad, settings), limit
+    )
     rules = policy.masking_rules(session)
     rows = [
         {
@@ -176,7 +211,7 @@ def query(
         "items": granted,
         "masked_items": list(decision.masked_items),
         "rows": rows,
-        "next": _json_value(page.after),
+        "next": _seal_cursor(page.after, aad, settings),
         "grant_id": decision.grant_id,
     }
     _audit(settings, principal, "exchange.query", entry, decision, len(rows), ctx, {"filters": len(filters)})
