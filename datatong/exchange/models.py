@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from datatong.catalog.models import CatalogEntry
@@ -62,3 +62,111 @@ class SourceField(Base):
     column: Mapped[str] = mapped_column(String(200))
 
     source: Mapped[DataSource] = relationship(back_populates="fields")
+
+
+# ---------------------------------------------------------------- subscriptions (订阅)
+
+
+class CaptureState(Base):
+    """How far change capture has read a source: the last (change column, key) seen.
+
+    Capture reads rows ordered by (change column, key) after this point, so a crash
+    between publishing and saving the point only re-publishes changes whose ids the bus
+    and the consumer already know (duplicates, never gaps)."""
+
+    __tablename__ = "exchange_capture"
+
+    source_id: Mapped[int] = mapped_column(ForeignKey("exchange_source.id", ondelete="CASCADE"), primary_key=True)
+    last_change: Mapped[str | None] = mapped_column(Text)  # JSON of the change column's value
+    last_key: Mapped[str | None] = mapped_column(Text)  # JSON of the key
+    captured: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ChangeRecord(Base):
+    """The database outbox bus: one captured change of an entry's data; ``id`` is its offset."""
+
+    __tablename__ = "exchange_change"
+    __table_args__ = (Index("ix_exchange_change_entry_offset", "entry_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("catalog_entry.id", ondelete="CASCADE"))
+    change_id: Mapped[str] = mapped_column(String(64), unique=True)  # what consumers dedupe by
+    body: Mapped[str] = mapped_column(Text)  # JSON: op, key, changed_at, row (unmasked)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+SUBSCRIPTION_MODES = {"webhook": "推送（Webhook）", "feed": "拉取（变更流）"}
+SUBSCRIPTION_STATUS = {"active": "生效", "paused": "已暂停", "cancelled": "已取消"}
+
+
+class Subscription(Base):
+    """A consumer department's subscription to the changes of an entry it holds a grant for.
+
+    ``position`` is the bus offset of the last change delivered (webhook) — replay moves it
+    back. The request context of every delivery is the one given when subscribing."""
+
+    __tablename__ = "exchange_subscription"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("catalog_entry.id"), index=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("department.id"), index=True)
+    mode: Mapped[str] = mapped_column(String(8))  # webhook | feed
+    url: Mapped[str | None] = mapped_column(String(500))
+    secret_sealed: Mapped[str | None] = mapped_column(Text)
+    items: Mapped[str] = mapped_column(Text)  # JSON list of data items
+    system: Mapped[str] = mapped_column(String(200))
+    operator: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(500))
+    case_no: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(12), default="active")
+    position: Mapped[int] = mapped_column(BigInteger, default=0)
+    delivered: Mapped[int] = mapped_column(BigInteger, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeadLetter(Base):
+    """A batch of changes a webhook refused N times: set aside so later changes flow; the
+    consumer replays it from ``first_offset``."""
+
+    __tablename__ = "exchange_dead_letter"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("exchange_subscription.id", ondelete="CASCADE"), index=True)
+    first_offset: Mapped[int] = mapped_column(BigInteger)
+    last_offset: Mapped[int] = mapped_column(BigInteger)
+    changes: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# ---------------------------------------------------------------- bulk exports (批量交换)
+
+
+class ExportRecord(Base):
+    """One bulk export: filled in as it streams, so the signed manifest (rows, bytes,
+    SHA-256 of exactly what was sent) can be fetched once it is complete."""
+
+    __tablename__ = "exchange_export"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random, given in a header
+    entry_id: Mapped[int] = mapped_column(ForeignKey("catalog_entry.id"), index=True)
+    grant_id: Mapped[int | None] = mapped_column(Integer)
+    department_id: Mapped[int | None] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(8))
+    items: Mapped[str] = mapped_column(Text)  # JSON list
+    masked: Mapped[str] = mapped_column(Text)  # JSON list
+    after: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(12), default="running")  # running | complete | failed
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
