@@ -76,6 +76,13 @@ class Settings:
     # A year whose holidays nobody entered: "error" refuses to count (sharing.calendar_unknown_year),
     # "weekends" counts Monday–Friday and marks the deadline 暂估 (provisional).
     calendar_fallback: str = "error"
+    # Subscriptions (exchange/subscriptions.py): the bus of captured changes ("" = the
+    # database outbox; "nats://host:4222" = NATS JetStream), changes per webhook POST,
+    # tries before a batch is dead-lettered and the first retry delay (doubling, ≤ 1 h).
+    bus_url: str = ""
+    subscription_batch: int = 500
+    subscription_max_attempts: int = 8
+    subscription_retry_seconds: float = 5.0
 
     @property
     def keys_path(self) -> Path:
@@ -114,4 +121,8 @@ def get_settings() -> Settings:
         need_answer_days=int(os.environ.get("DATATONG_NEED_ANSWER_DAYS", "10")),
         reminder_days=tuple(int(x) for x in os.environ.get("DATATONG_REMINDER_DAYS", "3,1").split(",") if x.strip()),
         calendar_fallback=os.environ.get("DATATONG_CALENDAR_FALLBACK", "error").lower(),
+        bus_url=os.environ.get("DATATONG_BUS_URL", "").strip(),
+        subscription_batch=int(os.environ.get("DATATONG_SUBSCRIPTION_BATCH", "500")),
+        subscription_max_attempts=int(os.environ.get("DATATONG_SUBSCRIPTION_MAX_ATTEMPTS", "8")),
+        subscription_retry_seconds=float(os.environ.get("DATATONG_SUBSCRIPTION_RETRY_SECONDS", "5")),
     )

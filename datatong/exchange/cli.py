@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from datatong.orgs.service import Principal
 
-exchange_app = typer.Typer(help="数据交换：数据源", no_args_is_help=True)
+exchange_app = typer.Typer(help="数据交换：数据源、订阅工作进程", no_args_is_help=True)
 console = Console(stderr=True)
 
 
@@ -111,3 +111,30 @@ def load_file(
     except AppError as exc:
         _fail(exc)
     console.print(f"[green]已载入 {rows} 行[/green]（{entry_code}）")
+
+
+@exchange_app.command("worker")
+def worker(
+    once: bool = typer.Option(False, "--once", help="只运行一轮（采集一次、推送一次）后退出"),
+    idle: float = typer.Option(0.5, help="无事可做时的等待秒数"),
+) -> None:
+    """订阅工作进程：采集数据源变更写入总线，按订阅推送（DATATONG_BUS_URL 选择总线）。"""
+    import signal
+    import threading
+
+    from datatong.app import prepare_database
+    from datatong.exchange import delivery
+    from datatong.settings import get_settings
+
+    settings = get_settings()
+    prepare_database(settings)
+    bus = "NATS JetStream" if settings.bus_url.startswith(("nats://", "tls://")) else "数据库发件箱"
+    if once:
+        counts = delivery.run_once(settings)
+        console.print(f"采集 {counts['captured']} 条变更，推送 {counts['delivered']} 条（{bus}）")
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print(f"订阅工作进程已启动（{bus}），Ctrl+C 停止")
+    delivery.run_forever(settings, stop, idle=idle)

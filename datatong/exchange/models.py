@@ -77,6 +77,10 @@ class CaptureState(Base):
     __tablename__ = "exchange_capture"
 
     source_id: Mapped[int] = mapped_column(ForeignKey("exchange_source.id", ondelete="CASCADE"), primary_key=True)
+    # Random, fixed when capture starts, part of every change id: a source captured anew
+    # (deleted and connected again, a restored database) never repeats an earlier id,
+    # which the bus's duplicate filter would drop.
+    epoch: Mapped[str] = mapped_column(String(32))
     last_change: Mapped[str | None] = mapped_column(Text)  # JSON of the change column's value
     last_key: Mapped[str | None] = mapped_column(Text)  # JSON of the key
     captured: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -119,6 +123,10 @@ class Subscription(Base):
     operator: Mapped[str] = mapped_column(String(64))
     purpose: Mapped[str] = mapped_column(String(500))
     case_no: Mapped[str | None] = mapped_column(String(100))
+    # Who subscribed: deliveries are authorised as this caller (a client app's grants may
+    # be bound to it), re-checked on every batch.
+    caller_kind: Mapped[str] = mapped_column(String(8))  # user | client
+    caller_id: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(12), default="active")
     position: Mapped[int] = mapped_column(BigInteger, default=0)
     delivered: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -409,6 +409,36 @@ class SqlReader:
         except DBAPIError as exc:
             raise self._db_error(exc) from exc
 
+    def _change_columns(self) -> tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]]:
+        if not self.change_column:
+            raise SourceError("source_no_change_column", "数据源未配置变更跟踪列", "The source tracks no changes")
+        return self._reflect().c[self.change_column], self._key()
+
+    def newest_change(self) -> tuple[Any, Any] | None:
+        """The newest ``(change value, key)``: where a new capture starts (a subscription
+        receives changes from now on, not the table's history); None for an empty table."""
+        change, key = self._change_columns()
+        stmt = sa.select(change, key).order_by(change.desc(), key.desc()).limit(1)
+        got = self._run(stmt, lambda res: [tuple(r) for r in res])
+        return (got[0][0], got[0][1]) if got else None
+
+    def changes(self, after: tuple[Any, Any] | None, limit: int) -> list[tuple[Any, Any, dict[str, Any]]]:
+        """Change tracking: rows after ``(change value, key)`` (all rows for None) in that
+        order, as ``(change value, key, row of every item)``."""
+        change, key = self._change_columns()
+        names = list(self.items)
+        cols = [self.column(item).label(f"c{i}") for i, item in enumerate(names)]
+        stmt = sa.select(change.label("_change"), key.label("_key"), *cols)
+        if after is not None:
+            last_change, last_key = self._coerce(change, after[0]), self._coerce(key, after[1])
+            stmt = stmt.where(sa.or_(change > last_change, sa.and_(change == last_change, key > last_key)))
+        stmt = stmt.order_by(change, key).limit(limit)
+
+        def consume(res: Any) -> list[tuple[Any, Any, dict[str, Any]]]:
+            return [(r[0], r[1], {n: r[i + 2] for i, n in enumerate(names)}) for r in res]
+
+        return list(self._run(stmt, consume))
+
     def dispose(self) -> None:
         if self.owns_engine:
             self.engine.dispose()

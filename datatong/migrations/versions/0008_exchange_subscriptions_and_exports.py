@@ -72,6 +72,8 @@ def upgrade() -> None:
         sa.Column("operator", sa.String(length=64), nullable=False),
         sa.Column("purpose", sa.String(length=500), nullable=False),
         sa.Column("case_no", sa.String(length=100), nullable=True),
+        sa.Column("caller_kind", sa.String(length=8), nullable=False),
+        sa.Column("caller_id", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=12), nullable=False),
         sa.Column("position", sa.BigInteger(), nullable=False),
         sa.Column("delivered", sa.BigInteger(), nullable=False),
@@ -96,6 +98,7 @@ def upgrade() -> None:
     op.create_table(
         "exchange_capture",
         sa.Column("source_id", sa.Integer(), nullable=False),
+        sa.Column("epoch", sa.String(length=32), nullable=False),
         sa.Column("last_change", sa.Text(), nullable=True),
         sa.Column("last_key", sa.Text(), nullable=True),
         sa.Column("captured", sa.BigInteger(), nullable=False),
