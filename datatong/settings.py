@@ -83,6 +83,7 @@ class Settings:
     subscription_batch: int = 500
     subscription_max_attempts: int = 8
     subscription_retry_seconds: float = 5.0
+    change_retention_days: int = 30  # outbox changes older than this are pruned (replay window)
 
     @property
     def keys_path(self) -> Path:
@@ -125,4 +126,5 @@ def get_settings() -> Settings:
         subscription_batch=int(os.environ.get("DATATONG_SUBSCRIPTION_BATCH", "500")),
         subscription_max_attempts=int(os.environ.get("DATATONG_SUBSCRIPTION_MAX_ATTEMPTS", "8")),
         subscription_retry_seconds=float(os.environ.get("DATATONG_SUBSCRIPTION_RETRY_SECONDS", "5")),
+        change_retention_days=int(os.environ.get("DATATONG_CHANGE_RETENTION_DAYS", "30")),
     )

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from conftest import CLIENT_ID, auth, create_entry
+from exchange_fixtures import ProviderDb, _insert, enterprise_rows, mysql_provider, pg_provider, population_rows  # noqa: F401
 from fastapi.testclient import TestClient
 
 from datatong.app import create_app
@@ -435,3 +436,62 @@ def test_sigkill_mid_delivery_loses_nothing_and_duplicates_are_droppable(
     with session_scope(xsettings.database_url) as s:
         row = s.get(Subscription, sub["id"])
         assert row is not None and row.position == max(c["offset"] for c in got.values())
+
+
+# ---------------------------------------------------------------- the SDK, on PostgreSQL and MariaDB providers
+
+
+@pytest.mark.parametrize("which", ["pg_provider", "mysql_provider"])
+def test_sdk_subscribes_and_pulls_changes_of_real_provider_databases(
+    which: str, request: pytest.FixtureRequest, client: TestClient, settings: Settings, live_server: str
+) -> None:
+    from test_exchange_calls import _granted, _sdk
+
+    db: ProviderDb = request.getfixturevalue(which)
+    names = [i["name"] for i in db.items]
+    code = _granted(client, db, names, clear=names)
+    source = client.get("/api/v1/exchange/sources", headers=auth(client, "ga_officer")).json()[0]
+    r = client.patch(
+        f"/api/v1/exchange/sources/{source['id']}",
+        json={"change_column": db.change_column, "change_kind": "updated_at"},
+        headers=auth(client, "ga_officer"),
+    )
+    assert r.status_code == 200, r.text
+    with _sdk(live_server) as dt:
+        sub = dt.subscribe(code, mode="feed")
+        _prime(settings)
+        fresh = (population_rows if which == "pg_provider" else enterprise_rows)(4, seed=424242)
+        later = max(row["更新时间"] for row in db.rows) + timedelta(days=1)
+        for i, row in enumerate(fresh):
+            row["更新时间"] = later + timedelta(minutes=i)
+        admin = sa.create_engine(db.admin_url)
+        try:
+            _insert(admin, db.table, db.columns, fresh)
+            _drain(settings)
+            got = list(dt.changes(sub["id"], limit=3))
+            assert [c["row"][db.key_item] for c in got] == [row[db.key_item] for row in fresh]
+            assert dt.check_receipt()["grant_id"]
+            assert list(dt.changes(sub["id"])) == []  # acknowledged: nothing left
+        finally:
+            keys = [row[db.key_item] for row in fresh]
+            with admin.begin() as conn:
+                conn.execute(
+                    sa.text(f"DELETE FROM {db.table} WHERE {db.key_column} IN :keys").bindparams(
+                        sa.bindparam("keys", expanding=True)
+                    ),
+                    {"keys": keys},
+                )
+            admin.dispose()
+
+
+def test_outbox_keeps_changes_for_the_retention_window(client: TestClient, settings: Settings, tmp_path: Path) -> None:
+    from datatong.db import utcnow
+
+    provider = Provider(tmp_path / "ga.db")
+    code = _granted_entry(client, provider, clear=["身份证号"])
+    _subscribe(client, code, mode="feed")
+    _prime(settings)
+    provider.add(3)
+    _drain(settings)
+    assert delivery.prune_outbox(settings.database_url, 30) == 0
+    assert delivery.prune_outbox(settings.database_url, 30, now=utcnow() + timedelta(days=31)) == 3

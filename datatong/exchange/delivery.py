@@ -19,19 +19,20 @@ import json
 import logging
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import lazyload
 
 from datatong import __version__, crypto
 from datatong.db import session_scope, utcnow
 from datatong.exchange import readers, subscriptions
 from datatong.exchange.bus import Bus, bus_for
-from datatong.exchange.models import CaptureState, DataSource, DeadLetter, Subscription
+from datatong.exchange.models import CaptureState, ChangeRecord, DataSource, DeadLetter, Subscription
 from datatong.exchange.service import Refused
 from datatong.exchange.service import _json_value as json_value
 from datatong.sharing.jobs import sign
@@ -39,6 +40,7 @@ from datatong.sharing.jobs import sign
 log = logging.getLogger("datatong.exchange.delivery")
 POST_TIMEOUT = 10.0
 MAX_RETRY_SECONDS = 3600
+PRUNE_EVERY_SECONDS = 3600
 
 
 # ---------------------------------------------------------------- capture
@@ -280,6 +282,18 @@ def deliver_all(url: str, settings: Any, bus: Bus) -> int:
     return total
 
 
+# ---------------------------------------------------------------- outbox retention
+
+
+def prune_outbox(url: str, days: int, now: datetime | None = None) -> int:
+    """Drop outbox changes older than ``days`` (the replay window promised to consumers;
+    NATS keeps its own, ``max_age``)."""
+    cutoff = (now or utcnow()) - timedelta(days=days)
+    with session_scope(url) as session:
+        result = session.execute(delete(ChangeRecord).where(ChangeRecord.created_at < cutoff))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
 # ---------------------------------------------------------------- running
 
 
@@ -293,7 +307,14 @@ def run_forever(settings: Any, stop: threading.Event, idle: float = 0.5) -> None
     """Capture and deliver until ``stop`` is set; sleeps ``idle`` seconds only when a
     round found nothing to do (so a backlog drains at full speed)."""
     bus = bus_for(settings)
+    pruned_at = 0.0
     while not stop.is_set():
+        if bus.name == "outbox" and time.monotonic() - pruned_at > PRUNE_EVERY_SECONDS:
+            pruned_at = time.monotonic()
+            try:
+                prune_outbox(settings.database_url, settings.change_retention_days)
+            except Exception:
+                log.exception("pruning the change outbox failed")
         try:
             done = run_once(settings, bus)
         except Exception:
