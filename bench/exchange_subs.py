@@ -160,6 +160,7 @@ def _worker(settings: Settings, batch: int) -> subprocess.Popen[bytes]:
         "DATATONG_BUS_URL": settings.bus_url,
         "DATATONG_SUBSCRIPTION_BATCH": str(batch),
         "DATATONG_CALENDAR_FALLBACK": "weekends",
+        "DATATONG_OUTBOUND_ALLOW": "127.0.0.1",  # the receiver of this benchmark
         "PYTHONPATH": str(ROOT),
     }
     cmd = [sys.executable, "-m", "datatong.cli", "exchange", "worker", "--idle", "0.02"]
@@ -215,6 +216,7 @@ def run(
 
     prepare_database(settings)
     out: dict[str, Any] = {"subscription_changes": changes, "subscription_batch": batch}
+    settings = replace(settings, outbound_allow=("127.0.0.1",))  # the receiver runs here
     for name, url in (("outbox", ""), ("nats", nats_url)):
         if name == "nats" and not _nats_up(nats_url):
             out["subscription_changes_per_s_nats"] = None

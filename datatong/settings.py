@@ -83,6 +83,9 @@ class Settings:
     subscription_batch: int = 500
     subscription_max_attempts: int = 8
     subscription_retry_seconds: float = 5.0
+    # Loopback addresses (networks) the platform may connect to for HTTP sources and
+    # webhooks (exchange/netguard.py); link-local and metadata addresses never.
+    outbound_allow: tuple[str, ...] = ()
     change_retention_days: int = 30  # outbox changes older than this are pruned (replay window)
 
     @property
@@ -126,5 +129,6 @@ def get_settings() -> Settings:
         subscription_batch=int(os.environ.get("DATATONG_SUBSCRIPTION_BATCH", "500")),
         subscription_max_attempts=int(os.environ.get("DATATONG_SUBSCRIPTION_MAX_ATTEMPTS", "8")),
         subscription_retry_seconds=float(os.environ.get("DATATONG_SUBSCRIPTION_RETRY_SECONDS", "5")),
+        outbound_allow=tuple(x.strip() for x in os.environ.get("DATATONG_OUTBOUND_ALLOW", "").split(",") if x.strip()),
         change_retention_days=int(os.environ.get("DATATONG_CHANGE_RETENTION_DAYS", "30")),
     )

@@ -75,6 +75,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         secret_key="test-secret-" + uuid.uuid4().hex,
         login_rate_per_minute=100_000,
         calendar_fallback="weekends",
+        # The tests' upstream APIs and webhook receivers listen on loopback.
+        outbound_allow=("127.0.0.0/8",),
     )
     if server:
         engine_for(url).dispose()

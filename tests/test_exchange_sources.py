@@ -490,7 +490,7 @@ HTTP_OPTIONS = {"records": "data.items", "params": {"身份证号": "sfzh"}, "ke
 
 
 def test_http_reader(upstream: str) -> None:
-    reader = HttpReader(upstream, "id", HTTP_FIELDS, HTTP_OPTIONS, token="up-token")
+    reader = HttpReader(upstream, "id", HTTP_FIELDS, HTTP_OPTIONS, token="up-token", outbound_allow=("127.0.0.1",))
     reader.test()
     page = reader.page(["姓名"], [], None, 10)
     assert len(page.rows) == 10 and page.after == PEOPLE[9]["id"] and set(page.rows[0]) == {"身份证号", "姓名"}
@@ -504,11 +504,22 @@ def test_http_reader(upstream: str) -> None:
         reader.page(["姓名"], [Filter("姓名", "prefix", "人")], None, 10)
     assert err.value.code == "exchange.filter_unsupported"
     reader.dispose()
+    local = {"outbound_allow": ("127.0.0.1",)}  # the upstream of these tests listens on loopback
     cases = [
-        (HttpReader(upstream, "id", HTTP_FIELDS, HTTP_OPTIONS, token="wrong"), "exchange.source_auth_failed"),
-        (HttpReader(upstream, "id", {**HTTP_FIELDS, "姓名": "nom"}, HTTP_OPTIONS, "up-token"), "source_column_missing"),
-        (HttpReader(upstream, "id", HTTP_FIELDS, {"records": "rows"}, "up-token"), "exchange.source_bad_response"),
-        (HttpReader("http://127.0.0.1:1/x", "id", HTTP_FIELDS, HTTP_OPTIONS, "t"), "exchange.source_unreachable"),
+        (HttpReader(upstream, "id", HTTP_FIELDS, HTTP_OPTIONS, "wrong", **local), "exchange.source_auth_failed"),
+        (
+            HttpReader(upstream, "id", {**HTTP_FIELDS, "姓名": "nom"}, HTTP_OPTIONS, "up-token", **local),
+            "source_column_missing",
+        ),
+        (
+            HttpReader(upstream, "id", HTTP_FIELDS, {"records": "rows"}, "up-token", **local),
+            "exchange.source_bad_response",
+        ),
+        (
+            HttpReader("http://127.0.0.1:1/x", "id", HTTP_FIELDS, HTTP_OPTIONS, "t", **local),
+            "exchange.source_unreachable",
+        ),
+        (HttpReader(upstream, "id", HTTP_FIELDS, HTTP_OPTIONS, "up-token"), "exchange.source_forbidden_address"),
     ]
     for bad, code in cases:
         with pytest.raises(SourceError) as failed:
@@ -543,6 +554,30 @@ def test_http_source_through_api(upstream: str, client: TestClient, settings: Se
         assert source is not None and "up-token" not in (source.secret_sealed or "")
         got = readers.reader_for(s, settings, source).lookup("身份证号", [PEOPLE[2]["id"]], ["婚姻状况"])
         assert got[PEOPLE[2]["id"]]["婚姻状况"] == "未婚"
+
+
+def test_http_source_may_not_point_at_the_platform_or_metadata(
+    upstream: str, client: TestClient, settings: Settings
+) -> None:
+    """An HTTP source is fetched by the platform's server: link-local and metadata
+    addresses are refused always, loopback unless the operator allowed it."""
+    from dataclasses import replace
+
+    from datatong.app import create_app
+
+    entry = create_entry(client, "ga_officer", publish=True, name="婚姻登记")
+    body = {"entry_id": entry["id"], "kind": "http", "key_item": "身份证号", "fields": {"身份证号": "id"}}
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://100.100.100.200/latest/", "http://0.0.0.0/"):
+        r = client.post(API, json=body | {"url": url}, headers=auth(client, "ga_officer"))
+        assert r.status_code == 422 and r.json()["error"]["code"] == "exchange.url_forbidden", (url, r.text)
+    strict = TestClient(create_app(replace(settings, outbound_allow=()), migrate=False))
+    r = strict.post(API, json=body | {"url": upstream}, headers=auth(client, "ga_officer"))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "exchange.url_forbidden"
+    # Saved while allowed, then the operator withdraws loopback: the next fetch is refused.
+    r = client.post(API, json=body | {"url": upstream}, headers=auth(client, "ga_officer"))
+    assert r.status_code == 201, r.text
+    t = strict.post(f"{API}/{r.json()['id']}/test", headers=auth(client, "ga_officer")).json()
+    assert t["ok"] is False and t["error"]["code"] == "exchange.source_forbidden_address", t
 
 
 def test_service_layer(pg_provider: ProviderDb, client: TestClient, settings: Settings) -> None:

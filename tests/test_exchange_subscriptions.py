@@ -389,6 +389,7 @@ def _worker(settings: Settings) -> subprocess.Popen[bytes]:
         "DATATONG_BUS_URL": settings.bus_url,
         "DATATONG_SUBSCRIPTION_BATCH": "100",
         "DATATONG_CALENDAR_FALLBACK": "weekends",
+        "DATATONG_OUTBOUND_ALLOW": ",".join(settings.outbound_allow),
     }
     cmd = [sys.executable, "-m", "datatong.cli", "exchange", "worker", "--idle", "0.05"]
     log = open(settings.var_dir / "worker.log", "ab")  # noqa: SIM115 - the child writes it
@@ -495,3 +496,21 @@ def test_outbox_keeps_changes_for_the_retention_window(client: TestClient, setti
     _drain(settings)
     assert delivery.prune_outbox(settings.database_url, 30) == 0
     assert delivery.prune_outbox(settings.database_url, 30, now=utcnow() + timedelta(days=31)) == 3
+
+
+def test_webhooks_may_not_point_at_the_platform_or_metadata(
+    client: TestClient, settings: Settings, tmp_path: Path
+) -> None:
+    provider = Provider(tmp_path / "ga.db")
+    code = _granted_entry(client, provider, clear=["身份证号"])
+    h = auth(client, "client") | CTX
+    for url in ("http://169.254.169.254/latest/meta-data", "http://[::ffff:169.254.169.254]/x", "http://0.0.0.0:80/"):
+        r = client.post(XS, json={"entry": code, "mode": "webhook", "url": url}, headers=h)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "exchange.url_forbidden", (url, r.text)
+    # Loopback only where the operator allowed it (the suite allows 127.0.0.0/8).
+    strict = TestClient(create_app(replace(settings, outbound_allow=()), migrate=False))
+    r = strict.post(XS, json={"entry": code, "mode": "webhook", "url": "http://127.0.0.1:9/hook"}, headers=h)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "exchange.url_forbidden"
+    assert "DATATONG_OUTBOUND_ALLOW" in r.json()["error"]["message"]
+    r = client.post(XS, json={"entry": code, "mode": "webhook", "url": "http://127.0.0.1:9/hook"}, headers=h)
+    assert r.status_code == 201

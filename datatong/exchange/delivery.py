@@ -30,7 +30,7 @@ from sqlalchemy.orm import lazyload
 
 from datatong import __version__, crypto
 from datatong.db import session_scope, utcnow
-from datatong.exchange import readers, subscriptions
+from datatong.exchange import netguard, readers, subscriptions
 from datatong.exchange.bus import Bus, bus_for
 from datatong.exchange.models import CaptureState, ChangeRecord, DataSource, DeadLetter, Subscription
 from datatong.exchange.service import Refused
@@ -201,8 +201,11 @@ def _client() -> httpx.Client:
     return _http
 
 
-def _post(batch: _Batch, now: datetime) -> str | None:
+def _post(batch: _Batch, now: datetime, allow: tuple[str, ...] = ()) -> str | None:
     """POST the batch; None on a 2xx answer, else why not (never the secret)."""
+    refused = netguard.why_not(batch.url, allow)  # checked again: a name may resolve elsewhere now
+    if refused:
+        return f"目标地址不允许：{refused}"
     timestamp = str(int(now.timestamp()))
     headers = {
         "Content-Type": "application/json; charset=utf-8",
@@ -268,7 +271,7 @@ def deliver_subscription(url: str, settings: Any, bus: Bus, subscription_id: int
     batch = _prepare(url, settings, bus, subscription_id, now)
     if batch is None:
         return 0
-    error = _post(batch, now)
+    error = _post(batch, now, settings.outbound_allow)
     return batch.count if _settle(url, settings, batch, error, utcnow()) else 0
 
 

@@ -489,8 +489,10 @@ class HttpReader:
         options: Mapping[str, Any] | None = None,
         token: str | None = None,
         timeout: float = 10.0,
+        outbound_allow: Sequence[str] = (),
     ) -> None:
         self.url = url
+        self.outbound_allow = tuple(outbound_allow)
         self.key_column = key_column
         self.fields = dict(fields)
         self.items: Sequence[str] = list(self.fields)
@@ -509,6 +511,13 @@ class HttpReader:
         self.client = httpx.Client(timeout=timeout, headers=headers, follow_redirects=False)
 
     def _get(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        from datatong.exchange import netguard
+
+        refused = netguard.why_not(self.url, self.outbound_allow)  # again: names may resolve elsewhere now
+        if refused:
+            raise SourceError(
+                "source_forbidden_address", f"不允许访问该地址：{refused}", f"Address not allowed: {refused}"
+            )
         try:
             resp = self.client.get(self.url, params=params)
         except httpx.TimeoutException as exc:
@@ -651,7 +660,9 @@ def build_reader(session: Session, settings: Settings, source: DataSource) -> Sq
             unseal(source.secret_sealed, aad=secret_aad(source.id), settings=settings) if source.secret_sealed else None
         )
         options = json.loads(source.options) if source.options else {}
-        return HttpReader(source.url or "", source.key_column, fields, options, token)
+        return HttpReader(
+            source.url or "", source.key_column, fields, options, token, outbound_allow=settings.outbound_allow
+        )
     try:
         url = source_url(source, settings)
     except ArgumentError as exc:

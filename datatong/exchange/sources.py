@@ -40,7 +40,7 @@ from datatong.catalog.service import can_edit
 from datatong.crypto import seal
 from datatong.db import get_by_id, utcnow
 from datatong.errors import AppError, Conflict, Forbidden, NotFound, Unauthenticated, ValidationFailed, invalid
-from datatong.exchange import readers
+from datatong.exchange import netguard, readers
 from datatong.exchange.models import CHANGE_KINDS, SOURCE_KINDS, DataSource, SourceField
 from datatong.exchange.readers import SourceError, file_table_name, secret_aad
 from datatong.orgs.service import Principal
@@ -221,12 +221,12 @@ def _split_sql_url(settings: Settings, principal: Principal, url: str, password:
     return bare, (str(secret) if secret else None)
 
 
-def _check_http_url(url: str) -> str:
+def _check_http_url(url: str, settings: Settings) -> str:
     if not re.match(r"^https?://[^\s/]+", url or ""):
         raise invalid(
             "exchange.bad_url", "HTTP 数据源需要 http(s):// 地址", "An HTTP source needs an http(s):// URL", "url"
         )
-    return url
+    return netguard.check_url(url, settings.outbound_allow)
 
 
 def _options_text(options: Mapping[str, Any] | str | None) -> str | None:
@@ -315,7 +315,7 @@ def create_source(
         stored_url, secret = _split_sql_url(settings, principal, url, password)
         table_name = _name(table_name, "table_name")
     elif kind == "http":
-        stored_url, secret, table_name = _check_http_url(url or ""), password or None, None
+        stored_url, secret, table_name = _check_http_url(url or "", settings), password or None, None
     else:
         stored_url, table_name = None, None
     now = utcnow()
@@ -391,7 +391,7 @@ def update_source(
             if in_url:
                 new_secret = in_url
         elif source.kind == "http":
-            source.url = _check_http_url(url)
+            source.url = _check_http_url(url, settings)
     if password is not UNSET and password is not None:
         new_secret = password
     if new_secret is not UNSET:

@@ -29,6 +29,7 @@ from datatong.audit.writer import log_refusal, writer_for
 from datatong.catalog.models import CatalogEntry
 from datatong.db import get_by_id, utcnow
 from datatong.errors import AppError, Conflict, Forbidden, NotFound, Unauthenticated, invalid
+from datatong.exchange import netguard
 from datatong.exchange.bus import Bus, Change
 from datatong.exchange.models import DeadLetter, Subscription
 from datatong.exchange.service import Context, Refused, _json_value, entry_by_code
@@ -232,7 +233,7 @@ def create(
         raise Forbidden("仅部门用户或应用系统可订阅", "Only a department's users and systems may subscribe")
     if mode not in ("webhook", "feed"):
         raise invalid("exchange.mode_invalid", "mode 须为 webhook 或 feed", "mode must be webhook or feed", "mode")
-    target = check_webhook_url(url or "") if mode == "webhook" else None
+    target = netguard.check_url(check_webhook_url(url or ""), settings.outbound_allow) if mode == "webhook" else None
     entry = entry_by_code(session, entry_code)
     from datatong.exchange import sources
 
