@@ -86,6 +86,7 @@ class Settings:
     # Loopback addresses (networks) the platform may connect to for HTTP sources and
     # webhooks (exchange/netguard.py); link-local and metadata addresses never.
     outbound_allow: tuple[str, ...] = ()
+    upload_max_mb: int = 200  # a file source's upload (CSV/Excel) at most
     change_retention_days: int = 30  # outbox changes older than this are pruned (replay window)
 
     @property
@@ -130,5 +131,6 @@ def get_settings() -> Settings:
         subscription_max_attempts=int(os.environ.get("DATATONG_SUBSCRIPTION_MAX_ATTEMPTS", "8")),
         subscription_retry_seconds=float(os.environ.get("DATATONG_SUBSCRIPTION_RETRY_SECONDS", "5")),
         outbound_allow=tuple(x.strip() for x in os.environ.get("DATATONG_OUTBOUND_ALLOW", "").split(",") if x.strip()),
+        upload_max_mb=int(os.environ.get("DATATONG_UPLOAD_MAX_MB", "200")),
         change_retention_days=int(os.environ.get("DATATONG_CHANGE_RETENTION_DAYS", "30")),
     )

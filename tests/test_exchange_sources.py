@@ -412,6 +412,21 @@ def test_file_upload_in_batches(client: TestClient, settings: Settings) -> None:
     assert r.status_code == 200 and r.json()["rows"] == 12_001, r.text
 
 
+def test_file_over_the_size_limit_is_refused_and_keeps_the_old_rows(client: TestClient, settings: Settings) -> None:
+    from dataclasses import replace
+
+    from datatong.app import create_app
+
+    sid = _file_source(client)
+    assert _upload(client, sid, "people.csv", _csv(GOOD)).status_code == 200
+    small = TestClient(create_app(replace(settings, upload_max_mb=1), migrate=False))
+    lines = [GOOD[0]] + [[f"{i:018d}", f"人{i}", "2000-01-01", "1", "1.5"] for i in range(40_000)]
+    r = _upload(small, sid, "big.csv", _csv(lines, "utf-8"))
+    assert r.status_code == 413 and r.json()["error"]["code"] == "exchange.file_too_large", r.text[:300]
+    assert "1 MB" in r.json()["error"]["message"]
+    assert len(_file_rows(settings, sid)) == 3  # nothing lost
+
+
 def test_cli_source_test_and_load_file(
     client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

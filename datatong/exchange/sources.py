@@ -619,6 +619,25 @@ def _rows_of(filename: str, stream: IO[bytes]) -> Iterator[list[Any]]:
     )
 
 
+def _check_size(stream: IO[bytes], max_mb: int) -> None:
+    """Refuse a file over the limit before parsing it (an upload arrives spooled to a
+    temporary file, not in memory; parsing is what would cost)."""
+    try:
+        here = stream.tell()
+        size = stream.seek(0, 2) - here
+        stream.seek(here)
+    except (OSError, ValueError):
+        return  # not seekable: parsing reads it as a stream
+    if size > max_mb * 1024 * 1024:
+        raise AppError(
+            "exchange.file_too_large",
+            f"文件过大：{size / 1048576:.1f} MB，上限 {max_mb} MB（DATATONG_UPLOAD_MAX_MB）",
+            f"File too large: {size / 1048576:.1f} MB, the limit is {max_mb} MB (DATATONG_UPLOAD_MAX_MB)",
+            field="file",
+            status_code=413,
+        )
+
+
 def load_file(
     session: Session,
     settings: Settings,
@@ -633,6 +652,7 @@ def load_file(
     source = _source_to_edit(session, principal, source_id)
     if source.kind != "file":
         raise invalid("exchange.not_a_file_source", "该数据源不是文件数据源", "This is not a file data source", "file")
+    _check_size(stream, settings.upload_max_mb)
     rows = _rows_of(filename, stream)
     try:
         return _load(session, principal, source, filename, rows)
