@@ -80,7 +80,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     from datatong.catalog import api as catalog_api
     from datatong.catalog import ckan, dcat, files_api
     from datatong.exchange import api as exchange_api
-    from datatong.exchange import sources_api
+    from datatong.exchange import bulk_api, sources_api, subscriptions_api
+    from datatong.exchange import sources_pages as exchange_sources_pages
+    from datatong.exchange import subscriptions_pages as exchange_subscriptions_pages
     from datatong.orgs import api as orgs_api
     from datatong.sharing import admin_pages as sharing_admin_pages
     from datatong.sharing import api as sharing_api
@@ -105,8 +107,12 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         inbox_pages,
         needs_pages,
         sharing_admin_pages,
+        exchange_sources_pages,
+        exchange_subscriptions_pages,
         sources_api,
+        subscriptions_api,
         exchange_api,
+        bulk_api,
     ):
         app.include_router(module.router)
     app.include_router(needs_api.router)

@@ -153,6 +153,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     from datatong.sharing.jobs import start_background
 
     start_background(settings)  # reminders, overdue, expiry, webhooks (DATATONG_JOB_INTERVAL=0: off)
+    if os.environ.get("DATATONG_SUBSCRIPTION_WORKER", "1") != "0":
+        from datatong.exchange import delivery
+
+        delivery.start_thread(settings)  # change capture and subscription delivery
     uvicorn.run(app_, host=host, port=port, log_level="info")
 
 
@@ -235,6 +239,34 @@ def bench_authorize(
     from bench.authorize import run
 
     result = run(grants=grants, database_url=database_url, seconds=seconds, threads=threads, console=console)
+    print(json.dumps(result, ensure_ascii=False))
+
+
+@bench_app.command("exchange")
+def bench_exchange(
+    database_url: str = typer.Option(None, help="平台数据库 URL（PostgreSQL 服务器）；默认为临时 SQLite 文件"),
+    only: str = typer.Option("verify,bulk,subscriptions", help="要运行的部分，逗号分隔"),
+    seconds: float = typer.Option(10.0, help="核验压测每轮秒数"),
+    connections: int = typer.Option(32, help="核验压测并发连接数"),
+    workers: int = typer.Option(1, help="被测服务的进程数"),
+    rows: int = typer.Option(10_000_000, help="批量导出基准的表行数"),
+    changes: int = typer.Option(20_000, help="订阅基准的变更条数"),
+) -> None:
+    """数据交换基准（查询核验、批量导出、订阅推送）：输出一个 JSON 对象。"""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.exchange import run
+
+    parts = [p.strip() for p in only.split(",") if p.strip()]
+    result = run(
+        database_url,
+        console,
+        parts=parts,
+        seconds=seconds,
+        connections=connections,
+        workers=workers,
+        rows=rows,
+        changes=changes,
+    )
     print(json.dumps(result, ensure_ascii=False))
 
 

@@ -17,6 +17,7 @@ Errors are raised as :class:`DatatongError` with the platform's code and message
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -69,6 +70,7 @@ class Client:
         self._token_until = 0.0
         self.context = {"system": system, "operator": operator, "purpose": purpose, "case": case}
         self.last_receipt: Receipt | None = None
+        self.last_export_id: str | None = None  # X-Datatong-Export of the last export response
 
     # ------------------------------------------------------------------ plumbing
 
@@ -164,6 +166,42 @@ class Client:
         body = {"subjects": [{"key": k, "claims": dict(c)} for k, c in subjects]}
         return list(self._post(f"/api/v1/exchange/entries/{quote(entry, safe='')}/verify", body)["results"])
 
+    # ------------------------------------------------------------------ subscriptions
+
+    def subscribe(
+        self, entry: str, *, mode: str = "feed", url: str | None = None, items: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """Subscribe to ``entry``'s changes (``mode`` "feed" to pull, "webhook" to be sent
+        them at ``url``). A webhook subscription's ``secret`` is in this answer only."""
+        body = {"entry": entry, "mode": mode, "url": url, "items": list(items) if items else None}
+        return dict(self._post("/api/v1/exchange/subscriptions", body))
+
+    def changes_page(self, subscription_id: int, *, after: int | None = None, limit: int = 500) -> dict[str, Any]:
+        """One pull: ``{"changes": [{"id", "offset", "op", "row"}], "next": offset}``.
+        Passing ``after`` acknowledges every change up to it."""
+        params: dict[str, Any] = {"limit": limit} | ({"after": after} if after is not None else {})
+        r = self._http.get(
+            f"/api/v1/exchange/subscriptions/{subscription_id}/changes", params=params, headers=self._headers()
+        )
+        data = self._json(r)
+        self.last_receipt = Receipt(r.headers["X-Datatong-Receipt"], r.content)
+        return dict(data)
+
+    def changes(self, subscription_id: int, *, after: int | None = None, limit: int = 500) -> Iterator[dict[str, Any]]:
+        """Every change available now, in order, acknowledging each page as the next is
+        asked for. Drop a change whose ``id`` you have applied before (delivery is at
+        least once)."""
+        while True:
+            page = self.changes_page(subscription_id, after=after, limit=limit)
+            yield from page["changes"]
+            if not page["changes"]:
+                return
+            after = page["next"]
+
+    def replay(self, subscription_id: int, offset: int) -> dict[str, Any]:
+        """Deliver again everything after ``offset`` (e.g. a dead letter's first offset − 1)."""
+        return dict(self._post(f"/api/v1/exchange/subscriptions/{subscription_id}/replay", {"offset": offset}))
+
     # ------------------------------------------------------------------ receipts
 
     def jwks(self) -> dict[str, Any]:
@@ -191,6 +229,7 @@ class Client:
         *,
         after: str | None = None,
         retries: int = 5,
+        verify: bool = False,
     ) -> int | None:
         """批量导出: stream the rows of ``entry`` into the file ``path`` (``csv``, ``jsonl``
         or ``parquet``) and return the number of rows written (None for Parquet).
@@ -199,7 +238,11 @@ class Client:
         resume after the last complete row (its key is the first column) — the file ends
         with every row exactly once; Parquet (one file, its footer last) and exports whose
         key item is granted only masked start again. Gives up after ``retries`` breaks in a
-        row without progress. Pass ``after`` to start after a key of an earlier run."""
+        row without progress. Pass ``after`` to start after a key of an earlier run.
+
+        ``last_export_id`` names the export (its signed manifest: :meth:`manifest`); with
+        ``verify=True`` the bytes of the last response are checked against the manifest's
+        SHA-256 and signature (DatatongError ``exchange.manifest_mismatch`` otherwise)."""
         url = f"/api/v1/exchange/entries/{quote(entry, safe='')}/export"
         rows, last_key, failures = 0, after, 0
         header_written = False
@@ -217,16 +260,23 @@ class Client:
                         if r.status_code >= 400:
                             r.read()
                             self._json(r)
+                        self.last_export_id = r.headers.get("X-Datatong-Export")
+                        digest = hashlib.sha256()
                         restart = format == "parquet" or r.headers.get("X-Datatong-Resume", "restart") == "restart"
                         if restart:
                             out.seek(0)
                             out.truncate()
                             for chunk in r.iter_bytes():
+                                digest.update(chunk)
                                 out.write(chunk)
+                            out.flush()
+                            if verify:
+                                self._verify_export(digest.hexdigest())
                             return None if format == "parquet" else _count_rows(path, format)
                         pending = b""
                         expect_header = format == "csv"
                         for chunk in r.iter_bytes():
+                            digest.update(chunk)
                             pending += chunk
                             ends = _row_ends(pending, csv_quotes=format == "csv")
                             if not ends:
@@ -248,6 +298,8 @@ class Client:
                         if pending.strip():  # a last row without its line end
                             out.write(pending)
                             rows += 1
+                        if verify:
+                            self._verify_export(digest.hexdigest())
                         return rows
                 except httpx.TransportError:
                     failures = 0 if rows > before else failures + 1
@@ -255,6 +307,26 @@ class Client:
                         raise
                     out.flush()
                     time.sleep(min(0.2 * 2**failures, 5.0))
+
+    def manifest(self, export_id: str) -> dict[str, Any]:
+        """The signed manifest of a finished export (rows, bytes, SHA-256, items, grant, …)."""
+        r = self._http.get(f"/api/v1/exchange/exports/{quote(export_id, safe='')}/manifest", headers=self._auth())
+        return dict(self._json(r))
+
+    def _verify_export(self, sha256: str) -> dict[str, Any]:
+        from datatong.exchange.receipts import verify_manifest
+
+        if self.last_export_id is None:
+            raise DatatongError(0, "exchange.manifest_missing", "导出应答中没有导出编号", "The export has no export id")
+        doc = verify_manifest(self.manifest(self.last_export_id), self.jwks())
+        if doc.get("sha256") != sha256:
+            raise DatatongError(
+                0,
+                "exchange.manifest_mismatch",
+                "收到的内容与导出清单的 SHA-256 不符",
+                "The bytes received do not match the export manifest's SHA-256",
+            )
+        return doc
 
 
 def _row_ends(data: bytes, *, csv_quotes: bool) -> list[int]:

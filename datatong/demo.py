@@ -210,6 +210,7 @@ def seed_demo(
 ) -> bool:
     """Seed the demo city unless it is there; returns True when it seeded."""
     from datatong.app import prepare_database
+    from datatong.exchange.demo import capture_some, seed_exchange
     from datatong.sharing.demo import seed_sharing
     from datatong.sharing.jobs import run_all
 
@@ -226,6 +227,10 @@ def seed_demo(
         counts = seed_entries(session, depts, entries)
     with console.status("正在生成共享申请与授权 …"), session_scope(settings.database_url) as session:
         applications = seed_sharing(session, settings)
+    with console.status("正在接入演示数据源与订阅 …"), session_scope(settings.database_url) as session:
+        exchange_entry = seed_exchange(session, settings)
+    if exchange_entry:
+        capture_some(settings, exchange_entry)
     # Reminders and overdue escalation as the scheduler would run them today.
     run_all(settings.database_url, settings)
     console.print(

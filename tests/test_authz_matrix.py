@@ -78,6 +78,8 @@ IMPORT_CSV = (
 # to the state a route needs, and grants of it.
 SH = "/api/v1/sharing"
 EXS = "/api/v1/exchange/sources"
+XSUB = "/api/v1/exchange/subscriptions"
+MZ_AND_ADMIN = {"client", "mz_officer", "admin"}
 CONSUMERS = {"mz_officer"}
 SHARING_USERS = {"admin", "mz_officer", "ga_officer", "ga_admin"}
 PROVIDERS_OF_GA = {"ga_officer", "ga_admin"}
@@ -243,6 +245,7 @@ MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
     ),
     ("GET", "/api/v1/catalog/template.xlsx"): (ALL, lambda c, w: {}),
     ("GET", "/.well-known/datatong-keys"): (ALL, lambda c, w: {}),
+    ("GET", "/api/v1/exchange/ping"): (ALL, lambda c, w: {}),
     ("POST", "/api/v1/catalog/import"): (EDITORS, lambda c, w: {"files": {"file": ("目录.csv", IMPORT_CSV)}}),
     ("GET", "/api/v1/catalog/export"): (ALL, lambda c, w: {"params": {"format": "csv"}}),
     ("GET", "/api/v1/catalog/classes"): (ALL, lambda c, w: {}),
@@ -371,6 +374,24 @@ MATRIX: dict[tuple[str, str], tuple[set[str], Builder]] = {
         {"client", "mz_officer"},
         lambda c, w: {k: v for k, v in _ex_call(c, {}).items() if k != "json"} | {"params": {"format": "csv"}},
     ),
+    # The signed manifest of an export: the department that made it, the platform admin and
+    # auditors; anyone else gets 404.
+    ("GET", "/api/v1/exchange/exports/{export_id}/manifest"): (
+        {"client", "mz_officer", "admin", "auditor"},
+        lambda c, w: {"path": {"export_id": _ex_export(c)}},
+    ),
+    # Subscriptions: the holders of a grant subscribe (民政局's system and officers); the
+    # subscribing department and the platform admin see and manage it; the feed is an
+    # exchange call (authorize: the admin holds no grant); anyone else gets 404.
+    ("POST", XSUB): ({"client", "mz_officer"}, lambda c, w: _ex_sub_entry(c)),
+    ("GET", XSUB): (AUTHENTICATED, lambda c, w: {}),
+    ("GET", f"{XSUB}/{{subscription_id}}"): (MZ_AND_ADMIN, lambda c, w: _ex_sub(c)),
+    ("DELETE", f"{XSUB}/{{subscription_id}}"): (MZ_AND_ADMIN, lambda c, w: _ex_sub(c)),
+    ("POST", f"{XSUB}/{{subscription_id}}/pause"): (MZ_AND_ADMIN, lambda c, w: _ex_sub(c)),
+    ("POST", f"{XSUB}/{{subscription_id}}/resume"): (MZ_AND_ADMIN, lambda c, w: _ex_sub(c)),
+    ("POST", f"{XSUB}/{{subscription_id}}/replay"): (MZ_AND_ADMIN, lambda c, w: _ex_sub(c) | {"json": {"offset": 0}}),
+    ("GET", f"{XSUB}/{{subscription_id}}/dead-letters"): (MZ_AND_ADMIN, lambda c, w: _ex_sub(c)),
+    ("GET", f"{XSUB}/{{subscription_id}}/changes"): ({"client", "mz_officer"}, lambda c, w: _ex_sub(c)),
     # ROWS: inbox and webhooks
     # The inbox: every signed-in person reads their own; a message is marked by its owner only.
     ("GET", "/api/v1/inbox"): (USERS, lambda c, w: {"params": {"unread_only": True}}),
@@ -457,6 +478,59 @@ def _ex_call(client: Any, body: dict[str, Any]) -> Request:
         "X-Datatong-Case": "MZ-1",
     }
     return {"path": {"entry_code": code}, "json": body, "headers": context}
+
+
+def _ex_export(client: Any) -> str:
+    """A finished export of 民政局 (its officer); returns the export id."""
+    req = _ex_call(client, {})
+    url = "/api/v1/exchange/entries/{entry_code}/export".format(**req["path"])
+    r = client.get(url, params={"format": "csv"}, headers=req["headers"] | auth(client, "mz_officer"))
+    assert r.status_code == 200, r.text
+    return str(r.headers["X-Datatong-Export"])
+
+
+def _ex_sub_entry(client: Any) -> Request:
+    """A published 公安局 entry on a SQLite provider with change tracking (an increasing
+    id), granted to 民政局: the body and context of subscribing to it."""
+    import sqlite3
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="dt-matrix-")) / "ga.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE person (id INTEGER PRIMARY KEY, sfzh TEXT, xm TEXT, csrq TEXT)")
+    entry = create_entry(client, publish=True)
+    source = {
+        "entry_id": entry["id"],
+        "kind": "sql",
+        "url": f"sqlite:///{path}",
+        "table_name": "person",
+        "key_item": "身份证号",
+        "fields": {"身份证号": "sfzh", "姓名": "xm", "出生日期": "csrq"},
+        "change_column": "id",
+        "change_kind": "increasing_id",
+    }
+    client.post(EXS, json=source, headers=auth(client, "admin")).raise_for_status()
+    app = _sh_body(client) | {"entry_id": entry["id"]}
+    mz, ga = auth(client, "mz_officer"), auth(client, "ga_officer")
+    app_id = client.post(f"{SH}/applications", json=app, headers=mz).json()["id"]
+    client.post(f"{SH}/applications/{app_id}/submit", json={"accept_commitment": True}, headers=mz)
+    client.post(f"{SH}/applications/{app_id}/decide", json={"decision": "approve"}, headers=ga).raise_for_status()
+    context = {
+        "X-Datatong-System": CLIENT_ID,
+        "X-Datatong-Operator": "wang",
+        "X-Datatong-Purpose": "verification",
+        "X-Datatong-Case": "MZ-1",
+    }
+    return {"json": {"entry": entry["code"], "mode": "feed"}, "headers": context}
+
+
+def _ex_sub(client: Any) -> Request:
+    """A feed subscription of 民政局's system; the request keeps the context headers."""
+    req = _ex_sub_entry(client)
+    r = client.post(XSUB, json=req["json"], headers=req["headers"] | auth(client, "client"))
+    assert r.status_code == 201, r.text
+    return {"path": {"subscription_id": r.json()["id"]}, "headers": req["headers"]}
 
 
 # BUILDERS: inbox and webhooks

@@ -481,3 +481,29 @@ def test_demo_shows_the_whole_sharing_life_cycle(city: Settings) -> None:
             select(InboxMessage.kind).join(User, User.id == InboxMessage.user_id).where(User.username == "admin")
         ).all()
         assert "overdue" in admin_inbox
+
+
+def test_demo_has_a_live_data_source_and_a_subscription_with_changes(city: Settings, app: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from datatong.exchange.models import ChangeRecord, DataSource, Subscription
+
+    with session_scope(city.database_url) as session:
+        source = session.scalars(select(DataSource)).one()
+        assert source.change_column == "seq" and source.entry.status == "published"
+        sub = session.scalars(select(Subscription)).one()
+        assert sub.mode == "feed" and sub.entry_id == source.entry_id and sub.status == "active"
+        assert session.scalar(select(func.count()).select_from(ChangeRecord)) == 5
+    # 民政局's officer pulls them through the API, masked as the grant says.
+    client = TestClient(app)
+    token = client.post("/api/v1/auth/token", json={"username": "mz_officer", "password": demodata.DEMO_PASSWORD})
+    headers = {
+        "Authorization": "Bearer " + token.json()["access_token"],
+        "X-Datatong-System": "demo",
+        "X-Datatong-Operator": "demo",
+        "X-Datatong-Purpose": sub.purpose,
+        "X-Datatong-Case": "DEMO-1",
+    }
+    r = client.get(f"/api/v1/exchange/subscriptions/{sub.id}/changes", headers=headers)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["changes"]) == 5

@@ -7,6 +7,7 @@ errors before any byte; the audit record is written before the first byte."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import time
@@ -23,10 +24,15 @@ from fastapi.testclient import TestClient
 from test_exchange_calls import CTX, _granted
 
 from datatong.audit.models import AuditRecord
+from datatong.catalog.models import CatalogEntry
 from datatong.client import Client, DatatongError
 from datatong.db import session_scope
 from datatong.exchange import bulk
+from datatong.exchange.api import reader_for_entry
+from datatong.exchange.context import RequestContext
 from datatong.exchange.readers import SqlReader
+from datatong.orgs.models import ClientApp
+from datatong.orgs.service import Principal
 from datatong.settings import Settings
 from datatong.sharing import masking
 from datatong.sharing.authorize import Decision
@@ -314,3 +320,211 @@ def test_the_stream_is_many_row_aligned_chunks(request: pytest.FixtureRequest) -
                 assert pq.read_table(io.BytesIO(b"".join(chunks))).num_rows == len(db.rows)
     finally:
         reader.dispose()
+
+
+# ---------------------------------------------------------------- fast path (PostgreSQL COPY)
+
+ALL_POPULATION = ["身份证号", "姓名", "性别", "出生日期", "户籍地址", "婚姻状况", "更新时间"]
+
+
+def _both_paths(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, code: str, params: dict[str, str]
+) -> tuple[httpx.Response, httpx.Response, int]:
+    """The same export through the COPY fast path and through the Python path; how many
+    COPYs the fast one ran (it must have run one)."""
+    copies = [0]
+    real = bulk.copy_chunks
+
+    def counted(*args: object, **kwargs: object) -> Iterator[bytes]:
+        copies[0] += 1
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    headers = HEADERS | _system_auth(client)
+    url = f"/api/v1/exchange/entries/{code}/export"
+    monkeypatch.setattr(bulk, "copy_chunks", counted)
+    monkeypatch.setattr(bulk, "COPY_CHUNK", 4096)  # many chunks: quotes and rows across them
+    fast = client.get(url, params=params, headers=headers)
+    monkeypatch.setattr(bulk, "FAST_PATH", False)
+    slow = client.get(url, params=params, headers=headers)
+    monkeypatch.setattr(bulk, "FAST_PATH", True)
+    assert fast.status_code == slow.status_code == 200, (fast.text, slow.text)
+    return fast, slow, copies[0]
+
+
+@pytest.mark.parametrize("clear", ["masked", "clear"])
+def test_fast_path_csv_is_byte_for_byte_the_python_path(
+    clear: str, request: pytest.FixtureRequest, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db: ProviderDb = request.getfixturevalue("pg_provider")
+    in_clear = ALL_POPULATION if clear == "clear" else ["身份证号", "出生日期"]
+    code = _granted(client, db, ALL_POPULATION, clear=in_clear)
+    fast, slow, copies = _both_paths(client, monkeypatch, code, {"format": "csv"})
+    assert copies == 1
+    assert fast.content == slow.content
+    rows = list(csv.reader(io.StringIO(fast.content.decode("utf-8-sig"), newline="")))
+    assert len(rows) == len(db.rows) + 1 and rows[0][0] == db.key_item
+    if clear == "masked":
+        assert all("*" in r[rows[0].index("姓名")] for r in rows[1:])
+    # Resume after a key: exactly the rest, still the same bytes on both paths.
+    after = sorted(r[db.key_item] for r in db.rows)[777]
+    fast, slow, copies = _both_paths(client, monkeypatch, code, {"format": "csv", "after": after})
+    assert copies == 1 and fast.content == slow.content
+    rest = list(csv.reader(io.StringIO(fast.content.decode("utf-8-sig"), newline="")))[1:]
+    assert [r[0] for r in rest] == sorted(r[db.key_item] for r in db.rows)[778:]
+
+
+def test_fast_path_handles_quotes_newlines_and_admin_rules(
+    request: pytest.FixtureRequest, client: TestClient, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    """Values with quotes, commas, CR/LF and empty strings; the admin's masking overrides."""
+    db: ProviderDb = request.getfixturevalue("pg_provider")
+    admin = sa.create_engine(db.admin_url)
+    odd = ['他说"你好"', "一,二", "第一行\r\n第二行", "只有\n换行", "", " ", '"', "\r"]
+    keys = sorted(r[db.key_item] for r in db.rows)[:: len(db.rows) // len(odd)][: len(odd)]
+    with admin.begin() as conn:
+        select = sa.text("SELECT hjdz, hyzk, updated_at FROM population WHERE sfzh = :k")
+        saved = {k: tuple(conn.execute(select, {"k": k}).one()) for k in keys}
+        # Times with microseconds take to_char's way.
+        update = sa.text(
+            "UPDATE population SET hjdz = :v, hyzk = :v, updated_at = updated_at + :us * interval '1 microsecond' "
+            "WHERE sfzh = :k"
+        )
+        for i, (k, v) in enumerate(zip(keys, odd, strict=True)):
+            conn.execute(update, {"v": v, "k": k, "us": [0, 1, 500_000, 123_456][i % 4]})
+    rules = {"name": {"mode": "keep", "head": 1, "tail": 1}, "address": {"mode": "full"}}
+    put = client.put("/api/v1/sharing/masking-rules", json={"rules": rules}, headers=auth(client, "admin"))
+    assert put.status_code == 200, put.text
+    try:
+        code = _granted(client, db, ALL_POPULATION, clear=["身份证号", "婚姻状况"])
+        fast, slow, copies = _both_paths(client, monkeypatch, code, {"format": "csv"})
+        assert copies == 1 and fast.content == slow.content
+        assert "第一行\r\n第二行".encode() in fast.content
+        fast, slow, copies = _both_paths(client, monkeypatch, code, {"format": "parquet"})
+        assert copies == 1
+        assert pq.read_table(io.BytesIO(fast.content)).equals(pq.read_table(io.BytesIO(slow.content)))
+    finally:
+        client.put("/api/v1/sharing/masking-rules", json={"rules": {}}, headers=auth(client, "admin"))
+        with admin.begin() as conn:
+            restore = sa.text("UPDATE population SET hjdz = :v, hyzk = :m, updated_at = :t WHERE sfzh = :k")
+            for k, (v, m, t) in saved.items():
+                conn.execute(restore, {"v": v, "m": m, "t": t, "k": k})
+        admin.dispose()
+
+
+@pytest.mark.parametrize("clear", ["masked", "clear"])
+def test_fast_path_parquet_is_the_python_table(
+    clear: str, request: pytest.FixtureRequest, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db: ProviderDb = request.getfixturevalue("pg_provider")
+    in_clear = ALL_POPULATION if clear == "clear" else ["身份证号"]
+    code = _granted(client, db, ALL_POPULATION, clear=in_clear)
+    fast, slow, copies = _both_paths(client, monkeypatch, code, {"format": "parquet"})
+    assert copies == 1
+    fast_table, slow_table = pq.read_table(io.BytesIO(fast.content)), pq.read_table(io.BytesIO(slow.content))
+    assert fast_table.num_rows == len(db.rows)
+    assert fast_table.schema.equals(slow_table.schema) and fast_table.equals(slow_table)
+
+
+def test_json_lines_and_other_databases_keep_the_python_path(
+    request: pytest.FixtureRequest, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db: ProviderDb = request.getfixturevalue("pg_provider")
+    code = _granted(client, db, ["身份证号", "姓名"], clear=["身份证号"])
+    _, _, copies = _both_paths(client, monkeypatch, code, {"format": "jsonl"})
+    assert copies == 0
+
+
+# ---------------------------------------------------------------- signed manifest
+
+
+def test_manifest_signs_exactly_the_bytes_sent(
+    request: pytest.FixtureRequest, client: TestClient, live_server: str, settings: Settings, tmp_path: Path
+) -> None:
+    from datatong.exchange.models import ExportRecord
+    from datatong.exchange.receipts import ReceiptInvalid, verify_manifest
+
+    db: ProviderDb = request.getfixturevalue("pg_provider")
+    code = _granted(client, db, ["身份证号", "姓名", "出生日期"], clear=["身份证号"])
+    headers = HEADERS | _system_auth(client)
+    jwks = client.get("/.well-known/datatong-keys").json()
+    for fmt in ("csv", "jsonl", "parquet"):
+        r = client.get(f"/api/v1/exchange/entries/{code}/export", params={"format": fmt}, headers=headers)
+        assert r.status_code == 200, r.text
+        export_id = r.headers["X-Datatong-Export"]
+        m = client.get(f"/api/v1/exchange/exports/{export_id}/manifest", headers=_system_auth(client))
+        assert m.status_code == 200, m.text
+        doc = verify_manifest(m.json(), jwks, body=r.content)
+        assert doc["sha256"] == hashlib.sha256(r.content).hexdigest() and doc["bytes"] == len(r.content)
+        assert doc["rows"] == len(db.rows) and doc["status"] == "complete" and doc["format"] == fmt
+        assert doc["entry"] == code and doc["items"] == ["身份证号", "姓名", "出生日期"] and doc["masked"] == ["姓名"]
+        assert doc["export_id"] == export_id and doc["grant_id"] == int(r.headers["X-Datatong-Grant"])
+        assert doc["started_at"] <= doc["finished_at"]
+        with pytest.raises(ReceiptInvalid):
+            verify_manifest(m.json() | {"rows": 1}, jwks)
+        with pytest.raises(ReceiptInvalid):
+            verify_manifest(m.json(), jwks, body=r.content + b"x")
+        # The consumer department's officer may read it; the provider's may not (404); the
+        # platform admin and the auditor may.
+        assert client.get(m.request.url, headers=auth(client, "mz_officer")).status_code == 200
+        refused = client.get(m.request.url, headers=auth(client, "ga_officer"))
+        assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
+        assert client.get(m.request.url, headers=auth(client, "auditor")).status_code == 200
+    # Running or broken off: 409, no manifest.
+    for status in ("running", "failed"):
+        with session_scope(settings.database_url) as s:
+            s.execute(sa.update(ExportRecord).where(ExportRecord.id == export_id).values(status=status))
+        r = client.get(f"/api/v1/exchange/exports/{export_id}/manifest", headers=_system_auth(client))
+        assert r.status_code == 409 and r.json()["error"]["code"] == "exchange.export_incomplete"
+    assert client.get("/api/v1/exchange/exports/nope/manifest", headers=_system_auth(client)).status_code == 404
+    # The SDK names the export and checks the file against the signed manifest.
+    with _sdk(live_server) as dt:
+        assert dt.export(code, tmp_path / "v.csv", verify=True) == len(db.rows)
+        assert dt.last_export_id and dt.manifest(dt.last_export_id)["rows"] == len(db.rows)
+        assert dt.export(code, tmp_path / "v.parquet", format="parquet", verify=True) is None
+        assert (
+            dt.manifest(dt.last_export_id)["sha256"]
+            == hashlib.sha256((tmp_path / "v.parquet").read_bytes()).hexdigest()
+        )
+
+
+def test_a_broken_off_export_is_failed(request: pytest.FixtureRequest, client: TestClient, settings: Settings) -> None:
+    """The stream's end decides: a body closed before its end leaves the record failed."""
+    from datatong.exchange.models import ExportRecord
+
+    db: ProviderDb = request.getfixturevalue("pg_provider")
+    code = _granted(client, db, ["身份证号", "姓名"], clear=["身份证号"])
+    with session_scope(settings.database_url) as s:
+        entry = s.scalar(sa.select(CatalogEntry).where(CatalogEntry.code == code))
+        app = s.scalar(sa.select(ClientApp).where(ClientApp.client_id == CLIENT_ID))
+        assert app is not None
+        principal = Principal("client", app.id, app.client_id, app.name, "client", app.department_id, "MZ")
+        started = bulk.export(
+            s,
+            settings,
+            principal,
+            reader_for_entry,
+            entry=entry,
+            ctx=RequestContext(CLIENT_ID, "wang", "verification", "MZ-1"),
+            fmt="csv",
+            items=None,
+        )
+        next(started.chunks)
+        started.chunks.close()  # type: ignore[attr-defined]
+        record = s.get(ExportRecord, started.export_id)
+        s.refresh(record)
+        assert record is not None and record.status == "failed" and record.rows > 0 and record.finished_at
+
+
+def test_row_ends_become_crlf_outside_quotes_only() -> None:
+    """COPY's LF row ends turn into the csv module's CRLF; an LF inside a quoted value stays,
+    wherever the chunks are cut."""
+    raw = b'a,"x\ny",1\n"q""\n",,\nplain,row,3\n"\n",b,c\n'
+    want = io.StringIO()
+    rows = list(csv.reader(io.StringIO(raw.decode(), newline="")))
+    csv.writer(want, lineterminator="\r\n").writerows(rows)
+    for cut in range(len(raw) + 1):
+        inside, out, count = False, b"", 0
+        for part in (raw[:cut], raw[cut:]):
+            data, n, inside = bulk._crlf(part, inside)
+            out, count = out + data, count + n
+        assert out == want.getvalue().encode() and count == len(rows) and not inside

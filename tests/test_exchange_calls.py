@@ -195,3 +195,78 @@ def test_every_call_is_audited_with_its_context(
         assert got[2][:3] == ("exchange.query", "refused", "item_not_granted")
         assert all(CTX["case"] in (r.detail or "") and CTX["operator"] in (r.detail or "") for r in recs)
         assert recs[0].resource == code and recs[0].grant_id is not None and recs[0].purpose == "verification"
+
+
+def _verify_headers(client: TestClient) -> dict[str, str]:
+    ctx = {"System": CLIENT_ID, "Operator": "%E7%8E%8B%E5%B0%8F%E6%98%8E", "Purpose": "verification", "Case": "C-1"}
+    return auth(client, "client") | {f"X-Datatong-{k}": v for k, v in ctx.items()}
+
+
+def test_one_subject_calls_answer_as_many_subject_calls(client: TestClient, request: pytest.FixtureRequest) -> None:
+    """One subject per call takes the prepared-statement path (service._lookup); its
+    answers are those of the general lookup, receipt included."""
+    db: ProviderDb = request.getfixturevalue("pg_provider")
+    code = _granted(client, db, ["身份证号", "姓名"])
+    person, url = db.rows[11], f"/api/v1/exchange/entries/{code}/verify"
+    cases = [
+        (person["身份证号"], person["姓名"], "match", True),
+        (person["身份证号"], person["姓名"] + "乙", "mismatch", True),
+        ("110101190001010000", "无此人", "not_found", False),
+    ]
+    for key, name, answer, found in cases:
+        body = {"subjects": [{"key": key, "claims": {"姓名": name}}]}
+        r = client.post(url, json=body, headers=_verify_headers(client))
+        assert r.status_code == 200, r.text
+        assert r.json()["results"] == [{"key": key, "found": found, "items": {"姓名": answer}}]
+        assert r.headers["X-Datatong-Receipt"]
+
+
+def test_changes_of_the_caller_and_the_source_apply_at_once(
+    client: TestClient, settings: Settings, request: pytest.FixtureRequest
+) -> None:
+    """The token check and the entry's source are cached per process (context.py,
+    service.target); a change made in this process is honoured by the very next call."""
+    from datatong.exchange.models import DataSource
+    from datatong.orgs.models import ClientApp
+
+    db: ProviderDb = request.getfixturevalue("pg_provider")
+    code = _granted(client, db, ["身份证号", "姓名"])
+    url = f"/api/v1/exchange/entries/{code}/verify"
+    body = {"subjects": [{"key": db.rows[0]["身份证号"], "claims": {"姓名": db.rows[0]["姓名"]}}]}
+    assert client.post(url, json=body, headers=_verify_headers(client)).status_code == 200  # both cached now
+    with session_scope(settings.database_url) as s:
+        s.scalars(sa.select(DataSource)).one().enabled = False
+    r = client.post(url, json=body, headers=_verify_headers(client))
+    assert r.status_code == 409 and r.json()["error"]["code"] == "exchange.no_source"
+    with session_scope(settings.database_url) as s:
+        s.scalars(sa.select(DataSource)).one().enabled = True
+    assert client.post(url, json=body, headers=_verify_headers(client)).status_code == 200
+    with session_scope(settings.database_url) as s:
+        s.scalars(sa.select(ClientApp).where(ClientApp.client_id == CLIENT_ID)).one().is_active = False
+    r = client.post(url, json=body, headers=_verify_headers(client))
+    assert r.status_code == 401
+    with session_scope(settings.database_url) as s:
+        s.scalars(sa.select(ClientApp).where(ClientApp.client_id == CLIENT_ID)).one().is_active = True
+    assert client.post(url, json=body, headers=_verify_headers(client)).status_code == 200
+
+
+def test_a_verification_without_its_audit_record_sends_nothing(
+    client: TestClient, settings: Settings, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed on the real route: the record cannot be written → 503, no result, no receipt."""
+    from datatong.audit.service import AuditUnavailable
+    from datatong.audit.writer import AuditWriter
+
+    db: ProviderDb = request.getfixturevalue("pg_provider")
+    code = _granted(client, db, ["身份证号", "姓名"])
+    url = f"/api/v1/exchange/entries/{code}/verify"
+    body = {"subjects": [{"key": db.rows[3]["身份证号"], "claims": {"姓名": db.rows[3]["姓名"]}}]}
+    assert client.post(url, json=body, headers=_verify_headers(client)).status_code == 200
+
+    def broken(self: AuditWriter, event: object, timeout: float = 15.0) -> int:
+        raise AuditUnavailable()
+
+    monkeypatch.setattr(AuditWriter, "write", broken)
+    r = client.post(url, json=body, headers=_verify_headers(client))
+    assert r.status_code == 503 and r.json()["error"]["code"] == "audit.unavailable"
+    assert "results" not in r.text and "X-Datatong-Receipt".lower() not in {k.lower() for k in r.headers}

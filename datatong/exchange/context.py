@@ -23,14 +23,21 @@ invalid percent-encoding, unknown purpose) with 422 ``exchange.context_invalid``
 
 from __future__ import annotations
 
+import threading
+import time
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
+import jwt
 from fastapi import Depends, Request
+from sqlalchemy import event
+from sqlalchemy.orm import Session, object_session
 
 from datatong.errors import Unauthenticated, ValidationFailed
+from datatong.orgs.models import ClientApp, Department, User
 from datatong.orgs.service import Principal
 from datatong.sharing.models import PURPOSE_KINDS
 from datatong.web.deps import get_principal
@@ -156,3 +163,119 @@ def exchange_context(request: Request, principal: Principal = Depends(get_princi
     ctx = context_from_headers(request.headers, principal)
     request.state.exchange_context = ctx
     return ctx
+
+
+# ---------------------------------------------------------------- the caller, cached
+
+# A bearer token's check (signature, then the user or client app row and its department)
+# is a third of a verification call, and a system calls with the same token for its
+# whole lifetime (15 minutes). So exchange calls keep the answer per token for
+# PRINCIPAL_SECONDS; past that ONE caller checks again while the others go on with the
+# old answer (a burst would otherwise check all at once), never for longer than
+# PRINCIPAL_STALE_SECONDS — the bound authorize() gives for grant changes made by other
+# processes — and never past the token's own expiry. In this process a change of a
+# user, client app or department (deactivated, token version bumped, also by a bulk
+# UPDATE through the ORM session) drops the cache at once and again when it commits.
+PRINCIPAL_SECONDS = 0.5
+PRINCIPAL_STALE_SECONDS = 1.0
+_MAX_PRINCIPALS = 10_000
+# token → (checked at, valid until, principal)
+_principals: dict[tuple[str, str], tuple[float, float, Principal]] = {}
+_principals_checking: set[tuple[str, str]] = set()
+_principals_generation = 0
+_principals_lock = threading.Lock()
+_PRINCIPALS_DIRTY = "datatong.exchange.principals.dirty"
+
+
+def call_principal(request: Request, session: Session) -> Principal:
+    """Who calls (``web.deps.get_principal``), from the cache for a bearer token seen in
+    the last second; anonymous callers are told to log in (401), as exchange_context does."""
+    auth = request.headers.get("authorization", "")
+    token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    key = (str(request.app.state.settings.database_url), token)
+    hit = _principals.get(key) if token and _PRINCIPALS_DIRTY not in session.info else None
+    now = time.time()
+    if hit is not None and now < hit[1]:
+        claimed = now - hit[0] >= PRINCIPAL_SECONDS and _claim(key)
+        if not claimed and now - hit[0] < PRINCIPAL_STALE_SECONDS:
+            request.state.principal = hit[2]
+            return hit[2]
+    else:
+        claimed = False
+    try:
+        return _check_token(request, session, key)
+    finally:
+        if claimed:
+            with _principals_lock:
+                _principals_checking.discard(key)
+
+
+def _claim(key: tuple[str, str]) -> bool:
+    with _principals_lock:
+        if key in _principals_checking:
+            return False
+        _principals_checking.add(key)
+        return True
+
+
+def _check_token(request: Request, session: Session, key: tuple[str, str]) -> Principal:
+    generation = _principals_generation
+    try:
+        principal = get_principal(request, session)
+        if not principal.is_authenticated:
+            raise Unauthenticated()
+    except BaseException:
+        with _principals_lock:
+            _principals.pop(key, None)
+        raise
+    if key[1]:
+        _remember(key, principal, generation, session)
+    return principal
+
+
+def _remember(key: tuple[str, str], principal: Principal, generation: int, session: Session) -> None:
+    # The token was just verified; its expiry is read without checking the signature again.
+    exp = jwt.decode(key[1], options={"verify_signature": False}).get("exp")
+    now = time.time()
+    until = now + PRINCIPAL_STALE_SECONDS
+    if isinstance(exp, int | float):
+        until = min(until, float(exp))
+    with _principals_lock:
+        if generation == _principals_generation and _PRINCIPALS_DIRTY not in session.info:
+            if len(_principals) >= _MAX_PRINCIPALS:
+                _principals.clear()
+            _principals[key] = (now, until, principal)
+
+
+def forget_principals() -> None:
+    global _principals_generation
+    with _principals_lock:
+        _principals_generation += 1
+        _principals.clear()
+
+
+def _on_caller_change(_mapper: Any, _connection: Any, row: Any) -> None:
+    session = object_session(row)
+    if session is not None:
+        session.info[_PRINCIPALS_DIRTY] = True
+    forget_principals()
+
+
+def _on_bulk_change(context: Any) -> None:
+    if getattr(context.mapper, "class_", None) in (User, ClientApp, Department):
+        context.session.info[_PRINCIPALS_DIRTY] = True
+        forget_principals()
+
+
+def _on_transaction_done(session: Session, *_: Any) -> None:
+    if session.info.pop(_PRINCIPALS_DIRTY, None):
+        forget_principals()
+
+
+for _model in (User, ClientApp, Department):
+    for _name in ("after_update", "after_delete"):
+        event.listen(_model, _name, _on_caller_change)
+event.listen(Session, "after_bulk_update", _on_bulk_change)
+event.listen(Session, "after_bulk_delete", _on_bulk_change)
+event.listen(Session, "after_commit", _on_transaction_done)
+event.listen(Session, "after_rollback", _on_transaction_done)

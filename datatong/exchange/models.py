@@ -12,6 +12,7 @@ from datatong.db import Base, utcnow
 
 SOURCE_KINDS = {"sql": "外部数据库表/视图", "file": "上传文件（平台托管表）", "http": "上游 HTTP JSON 接口"}
 CHANGE_KINDS = {"updated_at": "更新时间列", "increasing_id": "递增编号列"}
+SOURCE_STATUSES = {"untested": "未测试", "ok": "正常", "failing": "异常"}
 
 
 class DataSource(Base):

@@ -298,3 +298,45 @@ def audit_then_send(
         media_type=media_type,
         headers={**(headers or {}), RECEIPT_HEADER: receipt.header_value()},
     )
+
+
+# ---------------------------------------------------------------- bulk export manifests
+
+MANIFEST_VERSION = 1
+
+
+def sign_manifest(keys_path: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest of a bulk export (rows, bytes, SHA-256 of exactly the bytes sent, …)
+    signed like a receipt: ``signature`` is the platform's Ed25519 signature (base64url)
+    over the canonical JSON of every other field, ``kid`` naming the key."""
+    key = signing_key(keys_path)
+    body = {**manifest, "v": MANIFEST_VERSION, "kid": key.kid}
+    body.pop("signature", None)
+    return {**body, "signature": key.sign(canonical_json(body))}
+
+
+def verify_manifest(manifest: Mapping[str, Any], keys: KeysLike, *, body: bytes | None = None) -> dict[str, Any]:
+    """Check a signed manifest against the platform's public keys and, when ``body`` (the
+    file received) is given, its SHA-256; returns the manifest or raises ReceiptInvalid
+    (``receipt.malformed``, ``receipt.unknown_kid``, ``receipt.bad_signature``,
+    ``receipt.body_mismatch``)."""
+    signed = dict(manifest)
+    signature = signed.pop("signature", None)
+    if not isinstance(signature, str) or signed.get("v") != MANIFEST_VERSION or "kid" not in signed:
+        raise _fail("malformed", "导出清单格式不正确", "The export manifest is malformed")
+    key = _key_map(keys).get(str(signed["kid"]))
+    if key is None:
+        raise _fail(
+            "unknown_kid",
+            f"签名密钥 {signed['kid']} 不在平台公钥集中",
+            f"The signing key {signed['kid']} is not among the platform's keys",
+        )
+    if not key.verify(signature, canonical_json(signed)):
+        raise _fail("bad_signature", "导出清单签名无效（被篡改或非本平台签发）", "The manifest's signature is invalid")
+    if body is not None and hashlib.sha256(body).hexdigest() != signed.get("sha256"):
+        raise _fail(
+            "body_mismatch",
+            "文件内容与导出清单不符（内容被改动或不完整）",
+            "The file does not match the manifest's SHA-256",
+        )
+    return dict(manifest)

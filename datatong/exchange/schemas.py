@@ -16,7 +16,7 @@ class SourceIn(BaseModel):
     kind: str = Field(max_length=8, description="sql 外部数据库表/视图 / file 上传文件 / http 上游 JSON 接口")
     url: str | None = Field(
         default=None,
-        max_length=1000,
+        max_length=500,  # DataSource.url (a password split off a SQL URL leaves it shorter)
         description="sql：SQLAlchemy URL（如 postgresql+psycopg://reader:密码@host/db，密码会被拆出加密保存）；"
         "http：接口地址",
     )
@@ -40,7 +40,7 @@ class SourceIn(BaseModel):
 
 
 class SourcePatch(BaseModel):
-    url: str | None = Field(default=None, max_length=1000)
+    url: str | None = Field(default=None, max_length=500)
     password: str | None = Field(default=None, max_length=500, description="新密码/令牌；空字符串表示清除")
     table_name: str | None = Field(default=None, max_length=200)
     key_item: str | None = Field(default=None, max_length=200)

@@ -13,13 +13,17 @@ Quota: a query page counts its page size (``limit``) against the grant's rows pe
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, event, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, object_session
 
 from datatong import crypto
 from datatong.audit.service import make_event
@@ -27,7 +31,7 @@ from datatong.audit.writer import log_refusal, writer_for
 from datatong.catalog.models import CatalogEntry
 from datatong.db import utcnow
 from datatong.errors import AppError, NotFound, invalid
-from datatong.exchange.readers import OPS, Filter, SourceReader
+from datatong.exchange.readers import OPS, Filter, SourceReader, SqlReader
 from datatong.orgs.service import Principal
 from datatong.sharing import masking, policy
 from datatong.sharing.authorize import Decision, authorize
@@ -177,7 +181,7 @@ def query(
     principal: Principal,
     reader_for: ReaderFactory,
     *,
-    entry: CatalogEntry,
+    entry: CatalogEntry | Target,
     ctx: Context,
     items: Sequence[str] | None,
     filters: Sequence[Mapping[str, Any]] = (),
@@ -188,7 +192,8 @@ def query(
     """One page of rows of ``entry``: only granted items, masked as the grant says."""
     if not 1 <= limit <= MAX_PAGE:
         raise invalid("exchange.limit_invalid", f"每页条数须为 1–{MAX_PAGE}", f"limit must be 1–{MAX_PAGE}", "limit")
-    reader, _key_item = reader_for(session, settings, entry)
+    # A Target (the API's cached entry) brings its reader along.
+    reader = entry.reader if isinstance(entry, Target) else reader_for(session, settings, entry)[0]
     # No items named: everything the grant allows (authorize answers with the grant's items).
     wanted = list(items or [])
     decision = _decide(session, settings, principal, entry.code, wanted, ctx, limit, "query", now)
@@ -238,6 +243,13 @@ def verify(
 ) -> Result:
     """查询核验: per subject and claimed item ``match`` / ``mismatch``, or the subject
     ``not_found`` — never a stored value."""
+    _check_subject_count(subjects)
+    reader, key_item = reader_for(session, settings, entry)
+    target = Target(entry.id, entry.code, entry.provider_code, reader, key_item)
+    return verify_target(session, settings, principal, target, ctx=ctx, subjects=subjects, now=now)
+
+
+def _check_subject_count(subjects: Sequence[Mapping[str, Any]]) -> None:
     if not 1 <= len(subjects) <= MAX_SUBJECTS:
         raise invalid(
             "exchange.subjects_invalid",
@@ -245,7 +257,21 @@ def verify(
             f"1–{MAX_SUBJECTS} subjects per call",
             "subjects",
         )
-    reader, key_item = reader_for(session, settings, entry)
+
+
+def verify_target(
+    session: Session,
+    settings: Any,
+    principal: Principal,
+    target: Target,
+    *,
+    ctx: Context,
+    subjects: Sequence[Mapping[str, Any]],
+    now: datetime | None = None,
+) -> Result:
+    """``verify`` on an entry already resolved to its reader (``target``: the API's fast path)."""
+    _check_subject_count(subjects)
+    key_item, entry = target.key_item, target
     claimed_items: list[str] = []
     for i, s in enumerate(subjects):
         claims = s.get("claims")
@@ -260,7 +286,7 @@ def verify(
     wanted = [key_item, *[i for i in claimed_items if i != key_item]]
     decision = _decide(session, settings, principal, entry.code, wanted, ctx, len(subjects), "verify", now)
     keys = [str(s["key"]).strip() for s in subjects]
-    found = reader.lookup(key_item, keys, claimed_items)
+    found = _lookup(target, keys, claimed_items)
     results = []
     for key, s in zip(keys, subjects, strict=True):
         row = found.get(key) or found.get(key.upper())
@@ -292,7 +318,7 @@ def _audit(
     settings: Any,
     principal: Principal,
     action: str,
-    entry: CatalogEntry,
+    entry: CatalogEntry | Target,
     decision: Decision,
     rows: int,
     ctx: Context,
@@ -314,3 +340,161 @@ def entry_by_code(session: Session, code: str) -> CatalogEntry:
     if entry is None or entry.status != "published":
         raise NotFound("信息资源", "Catalog entry")
     return entry
+
+
+# ---------------------------------------------------------------- targets, cached
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a call needs of a published entry: its id, code and provider, and its data
+    source's reader and key item."""
+
+    id: int
+    code: str
+    provider_code: str
+    reader: SourceReader
+    key_item: str
+    # one-key lookup statements of a SQL source, by the items asked for (see _lookup)
+    statements: dict[tuple[str, ...], Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def _lookup(target: Target, keys: list[str], items: list[str]) -> dict[str, dict[str, Any]]:
+    """The rows of ``keys`` by key, as ``reader.lookup`` gives them. One key of a SQL
+    source with a text key column (a verification of one subject, the usual call) runs
+    a statement built once per item list with the key as its parameter: a third of the
+    reader's general lookup, which builds and compiles an IN list each time. Anything
+    else, or any database error, goes to the reader's own lookup (which also turns an
+    error into the source's error codes)."""
+    reader, key_item = target.reader, target.key_item
+    prepared = _one_key_statement(target, items) if len(keys) == 1 else None
+    if prepared is None or not isinstance(reader, SqlReader):
+        return reader.lookup(key_item, keys, items)
+    stmt, names = prepared
+    try:
+        with reader.engine.connect() as conn:
+            got = conn.execute(stmt, {"key": keys[0]}).all()
+    except SQLAlchemyError:
+        return reader.lookup(key_item, keys, items)
+    return {str(row[0]): {name: row[i + 1] for i, name in enumerate(names)} for row in got}
+
+
+def _one_key_statement(target: Target, items: list[str]) -> tuple[Any, list[str]] | None:
+    wanted = tuple(items)
+    hit = target.statements.get(wanted)
+    if hit is not None:
+        return hit if hit[0] is not None else None
+    reader = target.reader
+    if not isinstance(reader, SqlReader):
+        return None
+    names = list(dict.fromkeys([target.key_item, *items]))
+    try:
+        col = reader.column(target.key_item)
+        text_key = col.type.python_type is str
+        cols = [reader.column(item).label(f"c{i}") for i, item in enumerate(names)]
+    except (AppError, NotImplementedError, SQLAlchemyError):
+        text_key = False  # the reader's lookup says what is wrong
+    prepared = (select(col.label("_key"), *cols).where(col == bindparam("key")), names) if text_key else (None, names)
+    if len(target.statements) < 64:
+        target.statements[wanted] = prepared
+    return prepared if text_key else None
+
+
+# Resolving an entry code to its reader costs two ORM loads (the entry with its data
+# items, the source) — most of a verification call — for an answer that rarely changes.
+# So each process keeps it for TARGET_SECONDS; past that, ONE caller reads it again while
+# the others go on with the old answer (a burst of concurrent calls would otherwise all
+# read it at once), never for longer than TARGET_STALE_SECONDS — within the second that
+# authorize() gives for changes made by other processes. Changes made in this process
+# (ORM writes of an entry, its items or its source) drop the cache at once, again when
+# they commit. A withdrawn entry is refused by authorize() in any case (not_shareable).
+TARGET_SECONDS = 0.5
+TARGET_STALE_SECONDS = 1.0
+_MAX_TARGETS = 1000
+_targets: dict[tuple[str, str], tuple[float, Target]] = {}
+_targets_reading: set[tuple[str, str]] = set()
+_targets_generation = 0
+_targets_lock = threading.Lock()
+_TARGETS_DIRTY = "datatong.exchange.targets.dirty"
+
+
+def target(session: Session, settings: Any, code: str, reader_for: ReaderFactory) -> Target:
+    """The published entry ``code`` and its reader (404 ``NotFound``, 409
+    ``exchange.no_source`` as ``entry_by_code`` and ``reader_for`` say), from the cache
+    when fresh. Only found entries with a source are kept: misses are asked again."""
+    key = (str(settings.database_url), code)
+    now = time.monotonic()
+    hit = _targets.get(key) if _TARGETS_DIRTY not in session.info else None
+    if hit is not None and now - hit[0] < TARGET_SECONDS:
+        return hit[1]
+    claimed = hit is not None and _claim(key)
+    if hit is not None and now - hit[0] < TARGET_STALE_SECONDS and not claimed:
+        return hit[1]  # another caller is reading it again right now
+    try:
+        return _read_target(session, settings, code, reader_for, key, now)
+    except BaseException:
+        with _targets_lock:
+            _targets.pop(key, None)  # gone or broken: every caller asks again
+        raise
+    finally:
+        if claimed:
+            with _targets_lock:
+                _targets_reading.discard(key)
+
+
+def _claim(key: tuple[str, str]) -> bool:
+    with _targets_lock:
+        if key in _targets_reading:
+            return False
+        _targets_reading.add(key)
+        return True
+
+
+def _read_target(
+    session: Session, settings: Any, code: str, reader_for: ReaderFactory, key: tuple[str, str], now: float
+) -> Target:
+    generation = _targets_generation
+    entry = entry_by_code(session, code)
+    reader, key_item = reader_for(session, settings, entry)
+    found = Target(entry.id, entry.code, entry.provider_code, reader, key_item)
+    with _targets_lock:
+        # Not kept when this session has changes of its own, or an invalidation ran meanwhile.
+        if generation == _targets_generation and _TARGETS_DIRTY not in session.info:
+            if len(_targets) >= _MAX_TARGETS:
+                _targets.clear()
+            _targets[key] = (now, found)
+    return found
+
+
+def forget_targets() -> None:
+    """Drop every cached target (after a change of entries or sources)."""
+    global _targets_generation
+    with _targets_lock:
+        _targets_generation += 1
+        _targets.clear()
+
+
+def _on_target_change(_mapper: Any, _connection: Any, target_row: Any) -> None:
+    session = object_session(target_row)
+    if session is not None:
+        session.info[_TARGETS_DIRTY] = True
+    forget_targets()
+
+
+def _on_target_transaction_done(session: Session, *_: Any) -> None:
+    if session.info.pop(_TARGETS_DIRTY, None):
+        forget_targets()
+
+
+def _listen_for_target_changes() -> None:
+    from datatong.catalog.models import DataItem
+    from datatong.exchange.models import DataSource
+
+    for model in (CatalogEntry, DataItem, DataSource):
+        for name in ("after_insert", "after_update", "after_delete"):
+            event.listen(model, name, _on_target_change)
+    event.listen(Session, "after_commit", _on_target_transaction_done)
+    event.listen(Session, "after_rollback", _on_target_transaction_done)
+
+
+_listen_for_target_changes()
