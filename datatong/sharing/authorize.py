@@ -527,8 +527,9 @@ def _spend(cache: _Cache, grant: _GrantView, minute: str, day: str, rows: int) -
             wants.append(("m", minute, call_short, cpm or 0))
         if rows_short > 0:
             wants.append(("d", day, rows_short, rpd or 0))
-        if not _add_leases(cache, grant.id, wants):
-            return None
+        # Even when the database had nothing more to lease, another thread of this
+        # process may just have leased units this call can spend: look again (bounded).
+        _add_leases(cache, grant.id, wants)
     return None
 
 
