@@ -176,6 +176,11 @@ class Client:
         body = {"entry": entry, "mode": mode, "url": url, "items": list(items) if items else None}
         return dict(self._post("/api/v1/exchange/subscriptions", body))
 
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """The subscriptions of the caller's department."""
+        r = self._http.get("/api/v1/exchange/subscriptions", headers=self._headers())
+        return list(self._json(r))
+
     def changes_page(self, subscription_id: int, *, after: int | None = None, limit: int = 500) -> dict[str, Any]:
         """One pull: ``{"changes": [{"id", "offset", "op", "row"}], "next": offset}``.
         Passing ``after`` acknowledges every change up to it."""

@@ -460,6 +460,7 @@ def test_sdk_subscribes_and_pulls_changes_of_real_provider_databases(
     assert r.status_code == 200, r.text
     with _sdk(live_server) as dt:
         sub = dt.subscribe(code, mode="feed")
+        assert [s["id"] for s in dt.subscriptions()] == [sub["id"]]
         _prime(settings)
         fresh = (population_rows if which == "pg_provider" else enterprise_rows)(4, seed=424242)
         later = max(row["更新时间"] for row in db.rows) + timedelta(days=1)
