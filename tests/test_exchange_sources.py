@@ -412,6 +412,18 @@ def test_file_upload_in_batches(client: TestClient, settings: Settings) -> None:
     assert r.status_code == 200 and r.json()["rows"] == 12_001, r.text
 
 
+def test_a_leftover_table_of_another_shape_is_replaced_on_load(client: TestClient, settings: Settings) -> None:
+    """Ids come back (a restored database, the suite's resets): a managed table of the
+    same name with other column types must not be reused."""
+    sid = _file_source(client)
+    with session_scope(settings.database_url) as s:
+        s.execute(sa.text(f'DROP TABLE IF EXISTS "exchange_file_{sid}"'))
+        s.execute(sa.text(f'CREATE TABLE "exchange_file_{sid}" (_row INTEGER, c0 DATE, c1 DATE, c2 DATE)'))
+    r = _upload(client, sid, "people.csv", _csv(GOOD))
+    assert r.status_code == 200 and r.json()["rows"] == 3, r.text
+    assert len(_file_rows(settings, sid)) == 3
+
+
 def test_file_over_the_size_limit_is_refused_and_keeps_the_old_rows(client: TestClient, settings: Settings) -> None:
     from dataclasses import replace
 

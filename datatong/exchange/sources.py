@@ -703,15 +703,14 @@ def _load(
         )
     table = file_table(source)
     conn = session.connection()
-    existing = sa.inspect(conn).has_table(table.name)
-    if existing:
-        have = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
-        if have != {c.name for c in table.columns}:
-            table.drop(conn)
-            existing = False
-    if not existing:
-        table.create(conn)
-    conn.execute(table.delete())
+    # Made anew on every load, in this transaction: the file replaces everything, and a
+    # table left by an earlier mapping (other columns, other types) must not be reused.
+    # The DELETE comes first because pysqlite opens its transaction at the first DML
+    # statement: DDL before it would commit at once, and a failed load would lose the rows.
+    if sa.inspect(conn).has_table(table.name):
+        conn.execute(sa.text(f'DELETE FROM "{table.name}"'))
+    table.drop(conn, checkfirst=True)
+    table.create(conn)
     seen: set[Any] = set()
     batch: list[dict[str, Any]] = []
     n = 0
