@@ -73,7 +73,8 @@ def _not_found() -> NotFound:
     return NotFound("数据源", "Data source")
 
 
-def _entry_to_edit(session: Session, principal: Principal, entry_id: int) -> CatalogEntry:
+def entry_to_configure(session: Session, principal: Principal, entry_id: int) -> CatalogEntry:
+    """The published entry ``principal`` may connect a data source to (else 404/403/409)."""
     _require_user(principal)
     entry = get_by_id(session, CatalogEntry, entry_id)
     if entry is None or (entry.status != "published" and not may_see(principal, entry)):
@@ -100,7 +101,8 @@ def get_source(session: Session, principal: Principal, source_id: int) -> DataSo
     return source
 
 
-def _source_to_edit(session: Session, principal: Principal, source_id: int) -> DataSource:
+def source_to_edit(session: Session, principal: Principal, source_id: int) -> DataSource:
+    """The source ``principal`` may change (else 404/403)."""
     source = get_source(session, principal, source_id)
     if not can_edit(principal, source.entry):
         raise Forbidden(
@@ -298,7 +300,7 @@ def create_source(
     change_kind: str | None = None,
     options: Mapping[str, Any] | str | None = None,
 ) -> DataSource:
-    entry = _entry_to_edit(session, principal, entry_id)
+    entry = entry_to_configure(session, principal, entry_id)
     if kind not in SOURCE_KINDS:
         raise invalid("exchange.bad_kind", f"数据源类型无效：{kind}", f"Invalid source kind: {kind}", "kind")
     if source_for_entry(session, entry.id) is not None:
@@ -373,7 +375,7 @@ def update_source(
     enabled: bool | None = UNSET,
 ) -> DataSource:
     """Change what is given (UNSET = keep). ``password=""`` removes the stored secret."""
-    source = _source_to_edit(session, principal, source_id)
+    source = source_to_edit(session, principal, source_id)
     entry = source.entry
     before = _detail(source)
     current = {f.item_name: f.column for f in source.fields}
@@ -428,7 +430,7 @@ def update_source(
 
 
 def delete_source(session: Session, principal: Principal, source_id: int) -> None:
-    source = _source_to_edit(session, principal, source_id)
+    source = source_to_edit(session, principal, source_id)
     detail = {"entry": source.entry.code, **_detail(source)}
     provider = source.entry.provider_code
     if source.kind == "file":
@@ -456,7 +458,7 @@ class TestResult:
 
 def test_source(session: Session, settings: Settings, principal: Principal, source_id: int) -> TestResult:
     """Connect, check the table and every mapped column; keep the outcome on the source."""
-    source = _source_to_edit(session, principal, source_id)
+    source = source_to_edit(session, principal, source_id)
     error: AppError | None = None
     try:
         reader = readers.reader_for(session, settings, source)
@@ -649,7 +651,7 @@ def load_file(
     """Replace the content of a file source's managed table with the uploaded file, in one
     transaction: any problem (types, lengths, the key missing or repeated) and nothing is
     loaded. The first row is the header, naming each column by data item name or code."""
-    source = _source_to_edit(session, principal, source_id)
+    source = source_to_edit(session, principal, source_id)
     if source.kind != "file":
         raise invalid("exchange.not_a_file_source", "该数据源不是文件数据源", "This is not a file data source", "file")
     _check_size(stream, settings.upload_max_mb)

@@ -18,7 +18,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from datatong.catalog import service as catalog
 from datatong.catalog.models import CatalogEntry
-from datatong.errors import AppError, Conflict, Forbidden, NotFound
+from datatong.errors import AppError, NotFound
 from datatong.exchange import sources
 from datatong.exchange.models import CHANGE_KINDS, SOURCE_KINDS, SOURCE_STATUSES, DataSource
 from datatong.exchange.sources_api import source_out
@@ -196,23 +196,11 @@ def delete_post(source_id: int, form: FormData = CheckedForm, page: Page = PageD
 
 
 def _entry_to_configure(page: Page, raw_id: str) -> CatalogEntry:
-    """The entry the new-source form is for (the service checks the same again on save)."""
+    """The entry the new-source form is for (the service's own check, before the form)."""
     require_exchange_user(page)
     if not raw_id.isdigit() or len(raw_id) > 18:
         raise NotFound("信息资源", "Catalog entry")
-    entry = catalog.get_entry(page.session, page.principal, int(raw_id))
-    if not catalog.can_edit(page.principal, entry):
-        raise Forbidden(
-            "只有信息资源提供部门的编目人员或平台管理员可以配置数据源",
-            "Only editors of the providing department or the platform admin may configure data sources",
-        )
-    if entry.status != "published":
-        raise Conflict(
-            "exchange.entry_not_published",
-            "信息资源尚未发布，不能配置数据源",
-            "The catalog entry is not published; a data source cannot be connected yet",
-        )
-    return entry
+    return sources.entry_to_configure(page.session, page.principal, int(raw_id))
 
 
 def render_form(
@@ -333,13 +321,7 @@ def _source_values(source: DataSource) -> dict[str, Any]:
 
 def _source_to_edit(page: Page, source_id: int) -> DataSource:
     require_exchange_user(page)
-    source = sources.get_source(page.session, page.principal, source_id)
-    if not catalog.can_edit(page.principal, source.entry):
-        raise Forbidden(
-            "只有信息资源提供部门的编目人员或平台管理员可以配置数据源",
-            "Only editors of the providing department or the platform admin may configure data sources",
-        )
-    return source
+    return sources.source_to_edit(page.session, page.principal, source_id)
 
 
 @router.get("/exchange/sources/{source_id:int}/edit")
