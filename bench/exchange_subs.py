@@ -28,14 +28,13 @@ import threading
 import time
 import uuid
 from dataclasses import replace
-from datetime import date, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from bench.exchange_verify import PASSWORD, _entry_body, _ok, _seed_platform
+from bench.exchange_verify import _ok, _seed_platform, granted_exchange
 from datatong.db import session_scope
 from datatong.exchange.models import CaptureState
 from datatong.settings import Settings
@@ -104,52 +103,25 @@ def _insert(path: Path, n: int) -> None:
 
 
 def _setup(settings: Settings, suffix: str, provider_url: str, hook: str) -> tuple[int, int]:
-    """Entry, source with change tracking, grant and webhook subscription through the
-    API (in process); returns the source id and the subscription id."""
+    """Entry, source with change tracking, grant (bench/exchange_verify.py) and a webhook
+    subscription of 民政局's client app, through the API in process; returns the source
+    id and the subscription id."""
     from fastapi.testclient import TestClient
 
     from datatong.app import create_app
 
-    low = suffix.lower()
+    source = {
+        "kind": "sql", "url": provider_url, "table_name": "person", "key_item": "身份证号", "fields": COLUMNS,
+        "change_column": "id", "change_kind": "increasing_id",
+    }  # fmt: skip
     with TestClient(create_app(settings)) as http:
-
-        def login(user: str) -> dict[str, str]:
-            r = http.post("/api/v1/auth/token", json={"username": f"bv_{user}_{low}", "password": PASSWORD})
-            return {"Authorization": "Bearer " + _ok(r)["access_token"]}
-
-        admin, ga, mz = login("admin"), login("ga"), login("mz")
-        entry = _ok(http.post("/api/v1/catalog/entries", headers=ga, json=_entry_body()))
-        _ok(http.post(f"/api/v1/catalog/entries/{entry['id']}/submit", headers=ga))
-        entry = _ok(
-            http.post(f"/api/v1/catalog/entries/{entry['id']}/review", headers=admin, json={"decision": "approve"})
+        entry, source_id, token, client_id = granted_exchange(
+            http, suffix, source, list(COLUMNS), "婚姻状况变化跟踪", clear=["身份证号"]
         )
-        source = {
-            "entry_id": entry["id"], "kind": "sql", "url": provider_url, "table_name": "person",
-            "key_item": "身份证号", "fields": COLUMNS, "change_column": "id", "change_kind": "increasing_id",
-        }  # fmt: skip
-        source_id = _ok(http.post("/api/v1/exchange/sources", headers=admin, json=source))["id"]
-        client_id, today = f"bv_mz_{low}", date.today()
-        quotas = {"rows_per_day": 10**9, "calls_per_minute": 10**6}
-        app = _ok(
-            http.post(
-                "/api/v1/sharing/applications",
-                headers=mz,
-                json={
-                    "entry_id": entry["id"], "purpose_kind": "verification", "purpose": "婚姻状况变化跟踪",
-                    "legal_basis": "《社会救助暂行办法》", "items": list(COLUMNS),
-                    "period_start": today.isoformat(), "period_end": (today + timedelta(days=365)).isoformat(),
-                    "client_id": client_id, **quotas,
-                },
-            )
-        )  # fmt: skip
-        _ok(http.post(f"/api/v1/sharing/applications/{app['id']}/submit", headers=mz, json={"accept_commitment": True}))
-        decide = {"decision": "approve", "clear_items": ["身份证号"], **quotas}
-        _ok(http.post(f"/api/v1/sharing/applications/{app['id']}/decide", headers=ga, json=decide))
-        token = _ok(http.post("/api/v1/auth/client-token", json={"client_id": client_id, "client_secret": PASSWORD}))
-        headers = {"Authorization": "Bearer " + token["access_token"], **CONTEXT, "X-Datatong-System": client_id}
+        headers = {"Authorization": "Bearer " + token, **CONTEXT, "X-Datatong-System": client_id}
         body = {"entry": entry["code"], "mode": "webhook", "url": hook}
         sub = _ok(http.post("/api/v1/exchange/subscriptions", headers=headers, json=body))
-        return int(source_id), int(sub["id"])
+        return source_id, int(sub["id"])
 
 
 def _worker(settings: Settings, batch: int) -> subprocess.Popen[bytes]:

@@ -271,54 +271,57 @@ def _ok(r: httpx.Response) -> dict[str, Any]:
     return dict(r.json()) if r.content else {}
 
 
-def _setup_exchange(base: str, suffix: str, provider_url: str) -> tuple[str, str, str]:
-    """Entry, source, application, grant and client token through the API; returns the
-    entry code, the token and the client id."""
+def granted_exchange(
+    http: Any, suffix: str, source: dict[str, Any], items: list[str], purpose: str, clear: list[str] | None = None
+) -> tuple[dict[str, Any], int, str, str]:
+    """Through the API (``http``: an HTTPX client or a TestClient on the app): 公安局's
+    entry, published, with ``source``; 民政局's application for its client app, approved
+    with generous quotas (10⁹ rows a day, 10⁶ calls a minute). Returns the entry, the
+    source id, a client token and the client id."""
     low = suffix.lower()
+
+    def login(user: str) -> dict[str, str]:
+        r = http.post("/api/v1/auth/token", json={"username": f"bv_{user}_{low}", "password": PASSWORD})
+        return {"Authorization": "Bearer " + _ok(r)["access_token"]}
+
+    admin, ga, mz = login("admin"), login("ga"), login("mz")
+    entry = _ok(http.post("/api/v1/catalog/entries", headers=ga, json=_entry_body()))
+    _ok(http.post(f"/api/v1/catalog/entries/{entry['id']}/submit", headers=ga))
+    entry = _ok(http.post(f"/api/v1/catalog/entries/{entry['id']}/review", headers=admin, json={"decision": "approve"}))
+    source_id = int(
+        _ok(http.post("/api/v1/exchange/sources", headers=admin, json={"entry_id": entry["id"], **source}))["id"]
+    )
+    client_id, today = f"bv_mz_{low}", date.today()
+    quotas = {"rows_per_day": 10**9, "calls_per_minute": 10**6}
+    app = _ok(
+        http.post(
+            "/api/v1/sharing/applications",
+            headers=mz,
+            json={
+                "entry_id": entry["id"], "purpose_kind": "verification", "purpose": purpose,
+                "legal_basis": "《社会救助暂行办法》", "items": items,
+                "period_start": today.isoformat(), "period_end": (today + timedelta(days=365)).isoformat(),
+                "client_id": client_id, **quotas,
+            },
+        )
+    )  # fmt: skip
+    submitted = _ok(
+        http.post(f"/api/v1/sharing/applications/{app['id']}/submit", headers=mz, json={"accept_commitment": True})
+    )
+    if submitted.get("status") == "draft":  # the provider would not see it (404 on decide)
+        raise RuntimeError(f"the application was not submitted: {submitted}")
+    decide = {"decision": "approve", "clear_items": clear or [], **quotas}
+    _ok(http.post(f"/api/v1/sharing/applications/{app['id']}/decide", headers=ga, json=decide))
+    r = http.post("/api/v1/auth/client-token", json={"client_id": client_id, "client_secret": PASSWORD})
+    return entry, source_id, str(_ok(r)["access_token"]), client_id
+
+
+def _setup_exchange(base: str, suffix: str, provider_url: str) -> tuple[str, str, str]:
+    """The verification's entry on the ``population`` table; returns code, token, client id."""
+    source = {"kind": "sql", "url": provider_url, "table_name": "population", "key_item": "身份证号", "fields": COLUMNS}
     with httpx.Client(base_url=base, timeout=60) as http:
-
-        def login(user: str) -> dict[str, str]:
-            r = http.post("/api/v1/auth/token", json={"username": f"bv_{user}_{low}", "password": PASSWORD})
-            return {"Authorization": "Bearer " + _ok(r)["access_token"]}
-
-        admin, ga, mz = login("admin"), login("ga"), login("mz")
-        entry = _ok(http.post("/api/v1/catalog/entries", headers=ga, json=_entry_body()))
-        _ok(http.post(f"/api/v1/catalog/entries/{entry['id']}/submit", headers=ga))
-        entry = _ok(
-            http.post(f"/api/v1/catalog/entries/{entry['id']}/review", headers=admin, json={"decision": "approve"})
-        )
-        source = {
-            "entry_id": entry["id"], "kind": "sql", "url": provider_url, "table_name": "population",
-            "key_item": "身份证号", "fields": COLUMNS,
-        }  # fmt: skip
-        _ok(http.post("/api/v1/exchange/sources", headers=admin, json=source))
-        client_id = f"bv_mz_{low}"
-        today = date.today()
-        quotas = {"rows_per_day": 10**9, "calls_per_minute": 10**6}
-        app = _ok(
-            http.post(
-                "/api/v1/sharing/applications",
-                headers=mz,
-                json={
-                    "entry_id": entry["id"], "purpose_kind": "verification", "purpose": "低保资格核验",
-                    "legal_basis": "《社会救助暂行办法》", "items": ["身份证号", "姓名"],
-                    "period_start": today.isoformat(), "period_end": (today + timedelta(days=365)).isoformat(),
-                    "client_id": client_id, **quotas,
-                },
-            )
-        )  # fmt: skip
-        submitted = _ok(
-            http.post(f"/api/v1/sharing/applications/{app['id']}/submit", headers=mz, json={"accept_commitment": True})
-        )
-        if submitted.get("status") == "draft":  # the provider would not see it (404 on decide)
-            raise RuntimeError(f"the application was not submitted: {submitted}")
-        _ok(
-            http.post(
-                f"/api/v1/sharing/applications/{app['id']}/decide", headers=ga, json={"decision": "approve", **quotas}
-            )
-        )
-        r = http.post("/api/v1/auth/client-token", json={"client_id": client_id, "client_secret": PASSWORD})
-        return str(entry["code"]), _ok(r)["access_token"], client_id
+        entry, _, token, client_id = granted_exchange(http, suffix, source, ["身份证号", "姓名"], "低保资格核验")
+    return str(entry["code"]), token, client_id
 
 
 def _lift_quotas(settings: Settings, code: str) -> None:
