@@ -396,6 +396,12 @@ def _worker(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
 
 
+def _position(settings: Settings, subscription_id: int) -> int | None:
+    with session_scope(settings.database_url) as s:
+        row = s.get(Subscription, subscription_id)
+        return row.position if row else None
+
+
 def _wait(check: Any, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -425,6 +431,9 @@ def test_sigkill_mid_delivery_loses_nothing_and_duplicates_are_droppable(
         assert at_kill < 10_000, "killed too late to test anything"
         proc = _worker(xsettings)
         assert _wait(lambda: len(receiver.unique()) >= 10_000, 240), f"stuck at {len(receiver.unique())}"
+        # The last batch is received before the worker saves its position: wait for that too.
+        last = max(c["offset"] for c in receiver.unique().values())
+        assert _wait(lambda: _position(xsettings, sub["id"]) == last, 30), "the position was not saved"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
