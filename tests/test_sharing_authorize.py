@@ -27,7 +27,11 @@ NOW = datetime.now(UTC).replace(second=5, microsecond=0)
 @pytest.fixture(autouse=True)
 def fresh_caches() -> Iterator[None]:
     """Each test's database is reset by plain DELETEs (ids start again): forget what
-    authorize() remembered of the previous one."""
+    authorize() remembered of the previous one. ``NOW`` is taken again for each test:
+    taken once at import, a test run after Beijing midnight made grants valid from a day
+    later than ``NOW`` (CI saw ``expired``)."""
+    global NOW
+    NOW = datetime.now(UTC).replace(second=5, microsecond=0)
     invalidate(forget_leases=True)
     yield
 
@@ -54,12 +58,18 @@ def ask(
     username: str = "mz_officer",
     items: Any = ("身份证号",),
     purpose: str = "verification",
-    now: datetime = NOW,
+    now: datetime | None = None,
     rows: int = 0,
 ) -> Any:
     with session_scope(settings.database_url) as s:
         return authorize(
-            s, consumer=who(settings, username), entry=entry, items=list(items), purpose=purpose, now=now, rows=rows
+            s,
+            consumer=who(settings, username),
+            entry=entry,
+            items=list(items),
+            purpose=purpose,
+            now=now or NOW,
+            rows=rows,
         )
 
 
