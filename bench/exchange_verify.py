@@ -232,6 +232,16 @@ def server_app() -> Any:
     """The app under test, from the environment (uvicorn factory: works with workers)."""
     from datatong.app import create_app
 
+    if os.environ.get("BENCH_SWITCH"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
+    if os.environ.get("BENCH_YAPPI"):
+        import atexit
+
+        import yappi  # type: ignore
+
+        yappi.set_clock_type("cpu")
+        yappi.start()
+        atexit.register(lambda: yappi.get_func_stats().save(os.environ["BENCH_YAPPI"], type="pstat"))
     settings = replace(get_settings(), login_rate_per_minute=100_000, calendar_fallback="weekends")
     return create_app(settings, migrate=False)
 
@@ -401,7 +411,24 @@ def _measure(
         written = _count(settings.database_url, "exchange.verify") - before
     finally:
         os.unlink(bodies_file)
-    return _summary(runs, written, connections, seconds)
+    return _summary(runs, written, connections, seconds) | _paths(base)
+
+
+def _paths(base: str) -> dict[str, Any]:
+    """How many verification calls the server answered from memory on its event loop
+    and how many in a worker thread (its /metrics, readable from loopback)."""
+    text = httpx.get(base + "/metrics", timeout=30).text
+    counts = {"memory": 0.0, "thread": 0.0}
+    for line in text.splitlines():
+        for path in counts:
+            if line.startswith(f'datatong_exchange_verify_path_total{{path="{path}"}}'):
+                counts[path] = float(line.rsplit(" ", 1)[1])
+    total = sum(counts.values())
+    return {
+        "verify_in_memory_calls": int(counts["memory"]),
+        "verify_in_thread_calls": int(counts["thread"]),
+        "verify_in_memory_share": round(counts["memory"] / total, 3) if total else None,
+    }
 
 
 def _check_answer(base: str, path: str, token: str, ctx: dict[str, str], body: bytes) -> None:

@@ -14,6 +14,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from datatong import __version__
 from datatong.audit.writer import writer_for
 from datatong.db import session_scope, upgrade
+from datatong.exchange.fastlane import VerifyFastLane
 from datatong.exchange.metrics import HttpMetricsMiddleware
 from datatong.keys import keyring
 from datatong.settings import Settings, get_settings
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         same_site="lax",
         https_only=settings.cookie_secure,
     )
+    app.add_middleware(VerifyFastLane)  # exchange/fastlane.py: the usual verification, before the router
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(SecurityHeadersMiddleware, settings=settings)  # web/security.py
     app.add_middleware(HttpMetricsMiddleware)  # exchange/metrics.py: requests by route template

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 
@@ -89,7 +89,7 @@ class Settings:
     upload_max_mb: int = 200  # a file source's upload (CSV/Excel) at most
     change_retention_days: int = 30  # outbox changes older than this are pruned (replay window)
 
-    @property
+    @cached_property  # read on every signed answer; the settings never change
     def keys_path(self) -> Path:
         return self.key_dir or self.var_dir / "keys"
 

@@ -253,20 +253,27 @@ def test_changes_of_the_caller_and_the_source_apply_at_once(
 def test_a_verification_without_its_audit_record_sends_nothing(
     client: TestClient, settings: Settings, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Fail closed on the real route: the record cannot be written → 503, no result, no receipt."""
-    from datatong.audit.service import AuditUnavailable
-    from datatong.audit.writer import AuditWriter
+    """Fail closed on the real route: the record cannot be written → 503, no result, no
+    receipt — on the in-memory path (a caller and entry just seen) and on the thread path."""
+    from datatong.audit import writer as audit_writer
+    from datatong.exchange import context, metrics, service
 
     db: ProviderDb = request.getfixturevalue("pg_provider")
     code = _granted(client, db, ["身份证号", "姓名"])
     url = f"/api/v1/exchange/entries/{code}/verify"
     body = {"subjects": [{"key": db.rows[3]["身份证号"], "claims": {"姓名": db.rows[3]["姓名"]}}]}
-    assert client.post(url, json=body, headers=_verify_headers(client)).status_code == 200
+    headers = _verify_headers(client)
+    assert client.post(url, json=body, headers=headers).status_code == 200
 
-    def broken(self: AuditWriter, event: object, timeout: float = 15.0) -> int:
-        raise AuditUnavailable()
+    def broken(*_: object) -> int:
+        raise OSError("disk full")  # the writer's commit fails, as on a full disk
 
-    monkeypatch.setattr(AuditWriter, "write", broken)
-    r = client.post(url, json=body, headers=_verify_headers(client))
-    assert r.status_code == 503 and r.json()["error"]["code"] == "audit.unavailable"
-    assert "results" not in r.text and "X-Datatong-Receipt".lower() not in {k.lower() for k in r.headers}
+    monkeypatch.setattr(audit_writer, "append", broken)
+    for path in ("memory", "thread"):
+        before = metrics.PATHS.labels(path)._value.get()
+        r = client.post(url, json=body, headers=headers)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "audit.unavailable"
+        assert "results" not in r.text and "X-Datatong-Receipt".lower() not in {k.lower() for k in r.headers}
+        assert metrics.PATHS.labels(path)._value.get() == before + 1  # the path this round meant to take
+        service.forget_targets()  # caches cold: the next round takes the thread path
+        context.forget_principals()

@@ -8,6 +8,7 @@ checkpoint every ``checkpoint_every`` records and, when idle, whenever the chain
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -21,9 +22,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from datatong.audit.checkpoint import make_checkpoint
 from datatong.audit.service import AuditUnavailable, Event, append, make_event
 from datatong.db import make_engine
+from datatong.loopfutures import settle
 
 log = logging.getLogger("datatong.audit")
-Item = tuple[Event, "Future[int]"]
+Item = tuple[Event, "Future[int] | asyncio.Future[int]"]
 
 
 class AuditWriter:
@@ -59,6 +61,15 @@ class AuditWriter:
         except Exception as exc:
             log.error("audit record not written: %s", type(exc).__name__)
             raise AuditUnavailable() from exc
+
+    def submit(self, event: Event) -> asyncio.Future[int]:
+        """Append ``event`` without blocking (call on an event loop, and await): a future
+        of its sequence number, set once the batch holding it is committed, or its error.
+        The caller still treats an error as AuditUnavailable and returns no data."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.start()
+        self._queue.put((event, future))
+        return future
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -110,12 +121,10 @@ class AuditWriter:
             with self._engine().begin() as conn:
                 last = append(conn, [event for event, _ in batch])
         except (SQLAlchemyError, OSError) as exc:
-            for _, future in batch:
-                future.set_exception(exc)
+            settle((future, None, exc) for _, future in batch)
             return
         first = last - len(batch) + 1
-        for i, (_, future) in enumerate(batch):
-            future.set_result(first + i)
+        settle((future, first + i, None) for i, (_, future) in enumerate(batch))
         block = last // self.checkpoint_every
         if block != self._signed_block:
             self._signed_block = block

@@ -10,6 +10,9 @@ reasons are ``authorize`` codes, and HTTP requests are labelled by route templat
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -40,6 +43,12 @@ LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+PATHS = Counter(
+    "datatong_exchange_verify_path",
+    "Verification calls answered from memory on the event loop or in a worker thread",
+    ["path"],
+    registry=REGISTRY,
+)
 HTTP_REQUESTS = Counter(
     "datatong_http_requests",
     "HTTP requests by method, route template and status",
@@ -48,16 +57,23 @@ HTTP_REQUESTS = Counter(
 )
 
 
+@lru_cache(maxsize=1024)
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, remembered: the lookup costs more than the increment,
+    and the label sets are few (services, outcomes, reason codes, route templates)."""
+    return metric.labels(*labels)
+
+
 def observe_call(service: str, outcome: str, seconds: float, rows: int = 0, reason: str | None = None) -> None:
     """Count one exchange call of ``service`` (query, verify, bulk, subscription …):
     ``outcome`` allowed / refused / error, its duration, rows returned and, for a
     refusal, the reason code."""
-    CALLS.labels(service, outcome).inc()
-    LATENCY.labels(service).observe(seconds)
+    child(CALLS, service, outcome).inc()
+    child(LATENCY, service).observe(seconds)
     if rows:
-        ROWS.labels(service).inc(rows)
+        child(ROWS, service).inc(rows)
     if reason is not None:
-        REFUSALS.labels(service, reason).inc()
+        child(REFUSALS, service, reason).inc()
 
 
 def exposition() -> bytes:
@@ -102,4 +118,4 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             method = scope.get("method", "GET")
-            HTTP_REQUESTS.labels(method if method in self._METHODS else "OTHER", _route_of(scope), str(status)).inc()
+            child(HTTP_REQUESTS, method if method in self._METHODS else "OTHER", _route_of(scope), str(status)).inc()

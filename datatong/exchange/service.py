@@ -13,6 +13,7 @@ Quota: a query page counts its page size (``limit``) against the grant's rows pe
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -24,18 +25,31 @@ from typing import Any, Protocol
 from sqlalchemy import bindparam, event, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, object_session
+from starlette.concurrency import run_in_threadpool
 
 from datatong import crypto
-from datatong.audit.service import make_event
+from datatong.audit.service import AuditUnavailable, Event, make_event
 from datatong.audit.writer import log_refusal, writer_for
 from datatong.catalog.models import CatalogEntry
-from datatong.db import utcnow
+from datatong.db import engine_for, utcnow
 from datatong.errors import AppError, NotFound, invalid
+from datatong.exchange import metrics
+from datatong.exchange.batching import batcher_for
 from datatong.exchange.readers import OPS, Filter, SourceReader, SqlReader
 from datatong.orgs.service import Principal
 from datatong.sharing import masking, policy
-from datatong.sharing.authorize import Decision, authorize
+from datatong.sharing.authorize import (
+    Decision,
+    NeedsDatabase,
+    NeedsLease,
+    NeedsRefresh,
+    authorize,
+    authorize_cached,
+    lease,
+    refresh,
+)
 
+log = logging.getLogger("datatong.exchange")
 MAX_PAGE = 1000
 MAX_SUBJECTS = 100
 
@@ -270,8 +284,77 @@ def verify_target(
     now: datetime | None = None,
 ) -> Result:
     """``verify`` on an entry already resolved to its reader (``target``: the API's fast path)."""
+    keys, claimed_items, wanted = _verify_plan(target, subjects)
+    decision = _decide(session, settings, principal, target.code, wanted, ctx, len(subjects), "verify", now)
+    found = _lookup(target, keys, claimed_items)
+    result, event = _verified(principal, target, decision, ctx, subjects, keys, found, wanted)
+    writer = writer_for(settings.database_url, settings.keys_path, settings.audit_checkpoint_every)
+    writer.write(event)
+    return result
+
+
+async def verify_in_memory(
+    settings: Any,
+    principal: Principal,
+    target: Target,
+    *,
+    ctx: Context,
+    subjects: Sequence[Mapping[str, Any]],
+    now: datetime | None = None,
+) -> Result | None:
+    """``verify_target`` for a caller on the event loop, without a thread of its own:
+    ``authorize`` from memory (``authorize_cached``), the lookup batched with other
+    calls' (batching.py), the audit record handed to the group-commit writer and awaited
+    — still committed before the answer leaves (fail closed). ``None`` when this call
+    cannot be answered so (not a SQL source, something to read from the platform
+    database, quota units to lease, or a refusal, which is logged there): the caller
+    then runs ``verify_target`` in a thread, which gives the same answer."""
+    if not isinstance(target.reader, SqlReader):
+        return None
+    keys, claimed_items, wanted = _verify_plan(target, subjects)
+    engine = engine_for(settings.database_url)
+    for attempt in range(3):
+        try:
+            decision = authorize_cached(
+                engine,
+                consumer=principal,
+                entry=target.code,
+                items=wanted,
+                purpose=ctx.purpose,
+                now=now or utcnow(),
+                rows=len(subjects),
+            )
+            break
+        except NeedsRefresh:
+            if attempt == 2:
+                return None
+            await run_in_threadpool(refresh, engine)  # this call looks; the others go on meanwhile
+        except NeedsLease as need:
+            if attempt == 2:
+                return None
+            await run_in_threadpool(lease, need)  # a block of quota units, as authorize() leases
+        except NeedsDatabase:
+            return None
+    else:
+        return None
+    if not decision.allowed:
+        return None
+    metrics.child(metrics.PATHS, "memory").inc()
+    found = await batcher_for(target.reader).submit(target.key_item, keys, claimed_items)
+    result, event = _verified(principal, target, decision, ctx, subjects, keys, found, wanted)
+    writer = writer_for(settings.database_url, settings.keys_path, settings.audit_checkpoint_every)
+    try:
+        await writer.submit(event)
+    except Exception as exc:
+        log.error("audit record not written: %s", type(exc).__name__)
+        raise AuditUnavailable() from exc
+    return result
+
+
+def _verify_plan(target: Target, subjects: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str], list[str]]:
+    """The subjects' keys, the items they claim, and the items to authorize (key first)."""
     _check_subject_count(subjects)
-    key_item, entry = target.key_item, target
+    key_item = target.key_item
     claimed_items: list[str] = []
     for i, s in enumerate(subjects):
         claims = s.get("claims")
@@ -284,9 +367,22 @@ def verify_target(
             )
         claimed_items += [str(k) for k in claims if str(k) not in claimed_items]
     wanted = [key_item, *[i for i in claimed_items if i != key_item]]
-    decision = _decide(session, settings, principal, entry.code, wanted, ctx, len(subjects), "verify", now)
     keys = [str(s["key"]).strip() for s in subjects]
-    found = _lookup(target, keys, claimed_items)
+    return keys, claimed_items, wanted
+
+
+def _verified(
+    principal: Principal,
+    target: Target,
+    decision: Decision,
+    ctx: Context,
+    subjects: Sequence[Mapping[str, Any]],
+    keys: list[str],
+    found: Mapping[str, Mapping[str, Any]],
+    wanted: list[str],
+) -> tuple[Result, Event]:
+    """The answer — per subject and claimed item match / mismatch / not_found — and its
+    audit record (to be committed before the answer leaves)."""
     results = []
     for key, s in zip(keys, subjects, strict=True):
         row = found.get(key) or found.get(key.upper())
@@ -300,18 +396,10 @@ def verify_target(
                     "items": {k: "match" if _same(v, row.get(k)) else "mismatch" for k, v in s["claims"].items()},
                 }
             )
-    body = {"entry": entry.code, "results": results, "grant_id": decision.grant_id}
-    _audit(
-        settings,
-        principal,
-        "exchange.verify",
-        entry,
-        decision,
-        len(subjects),
-        ctx,
-        {"found": sum(1 for r in results if r["found"])},
-    )
-    return Result(body, decision, len(subjects), entry.code, wanted)
+    body = {"entry": target.code, "results": results, "grant_id": decision.grant_id}
+    extra = {"found": sum(1 for r in results if r["found"])}
+    event = _audit_event(principal, "exchange.verify", target, decision, len(subjects), ctx, extra)
+    return Result(body, decision, len(subjects), target.code, wanted), event
 
 
 def _audit(
@@ -326,11 +414,23 @@ def _audit(
 ) -> None:
     """Written (committed) before the data goes out, whatever ``audit_reads`` says: every
     exchange is audited. Raises AuditUnavailable (503) when it cannot be: fail closed."""
+    writer = writer_for(settings.database_url, settings.keys_path, settings.audit_checkpoint_every)
+    writer.write(_audit_event(principal, action, entry, decision, rows, ctx, extra))
+
+
+def _audit_event(
+    principal: Principal,
+    action: str,
+    entry: CatalogEntry | Target,
+    decision: Decision,
+    rows: int,
+    ctx: Context,
+    extra: dict[str, Any],
+) -> Event:
     fields = decision.audit_fields()
     detail = {**(fields.pop("detail") or {}), "context": ctx.audit_detail(), **extra}
     fields.update(resource=entry.code, subject_department=entry.provider_code, rows=rows, detail=detail)
-    writer = writer_for(settings.database_url, settings.keys_path, settings.audit_checkpoint_every)
-    writer.write(make_event(principal, action, **fields))
+    return make_event(principal, action, **fields)
 
 
 def entry_by_code(session: Session, code: str) -> CatalogEntry:
@@ -440,6 +540,41 @@ def target(session: Session, settings: Any, code: str, reader_for: ReaderFactory
         if claimed:
             with _targets_lock:
                 _targets_reading.discard(key)
+
+
+async def target_in_memory(settings: Any, code: str, reader_for: ReaderFactory) -> Target | None:
+    """``target`` for a caller on the event loop: the cached target while fresh, or while
+    stale if another call is reading it again; a stale one is read again by this call in
+    a thread (the others go on with the old one meanwhile). None when not cached at all
+    (ask ``target`` in a thread)."""
+    key = (str(settings.database_url), code)
+    hit = _targets.get(key)
+    if hit is None:
+        return None
+    age = time.monotonic() - hit[0]
+    if age < TARGET_SECONDS:
+        return hit[1]
+    if age >= TARGET_STALE_SECONDS:
+        return None
+    if not _claim(key):
+        return hit[1]  # another call is reading it again right now
+    try:
+        return await run_in_threadpool(_reread_target, settings, code, reader_for, key)
+    finally:
+        with _targets_lock:
+            _targets_reading.discard(key)
+
+
+def _reread_target(settings: Any, code: str, reader_for: ReaderFactory, key: tuple[str, str]) -> Target:
+    from datatong.db import session_scope
+
+    try:
+        with session_scope(settings.database_url) as session:
+            return _read_target(session, settings, code, reader_for, key, time.monotonic())
+    except BaseException:
+        with _targets_lock:
+            _targets.pop(key, None)  # gone or broken: every caller asks again
+        raise
 
 
 def _claim(key: tuple[str, str]) -> bool:

@@ -355,12 +355,38 @@ def _load_pair(session: Session, consumer_id: int, entry_id: int) -> _Pair:
     return _Pair(grants, loaded_at)
 
 
-def _entry_view(cache: _Cache | None, session: Session, code: str, now_s: float) -> _EntryView | None:
+class NeedsDatabase(Exception):
+    """``authorize_cached`` cannot decide from memory: ask ``authorize`` with a session."""
+
+
+class NeedsRefresh(NeedsDatabase):
+    """``authorize_cached``: other processes' changes are due to be looked for; call
+    ``refresh`` (in a thread) and ask again."""
+
+
+class NeedsLease(NeedsDatabase):
+    """``authorize_cached``: this process holds too few quota units; call ``lease(exc)``
+    (in a thread: a short transaction of its own) and ask again."""
+
+    def __init__(self, cache: _Cache, grant_id: int, wants: list[tuple[str, str, int, int]]) -> None:
+        super().__init__()
+        self.cache, self.grant_id, self.wants = cache, grant_id, wants
+
+
+def lease(need: NeedsLease) -> None:
+    """Lease what ``need`` names (``authorize`` leases the same way, inline)."""
+    _add_leases(need.cache, need.grant_id, need.wants)
+
+
+def _entry_view(cache: _Cache | None, session: Session | None, code: str, now_s: float) -> _EntryView | None:
     if cache is None:
+        assert session is not None
         return _load_entry(session, code)
     view = cache.entries.get(code)
     if view is not None and now_s - view.loaded_at < MAX_AGE_SECONDS:
         return view
+    if session is None:
+        raise NeedsDatabase
     gen = _generation
     view = _load_entry(session, code)
     if view is not None and gen == _generation:  # unknown codes are not remembered
@@ -372,13 +398,16 @@ def _entry_view(cache: _Cache | None, session: Session, code: str, now_s: float)
     return view
 
 
-def _pair(cache: _Cache | None, session: Session, consumer_id: int, entry_id: int, now_s: float) -> _Pair:
+def _pair(cache: _Cache | None, session: Session | None, consumer_id: int, entry_id: int, now_s: float) -> _Pair:
     if cache is None:
+        assert session is not None
         return _load_pair(session, consumer_id, entry_id)
     key = (consumer_id, entry_id)
     pair = cache.pairs.get(key)
     if pair is not None and now_s - pair.loaded_at < MAX_AGE_SECONDS:
         return pair
+    if session is None:
+        raise NeedsDatabase
     gen = _generation
     pair = _load_pair(session, consumer_id, entry_id)
     if gen == _generation:
@@ -495,7 +524,9 @@ def _window_lease(cache: _Cache, grant_id: int, kind: str, window: str, limit: i
     return lease
 
 
-def _spend(cache: _Cache, grant: _GrantView, minute: str, day: str, rows: int) -> tuple[int | None, int | None] | None:
+def _spend(
+    cache: _Cache, grant: _GrantView, minute: str, day: str, rows: int, lease: bool = True
+) -> tuple[int | None, int | None] | None:
     """Take one call and ``rows`` rows from this process's leases, leasing more when
     short: (calls this minute, rows today) as far as known, or None when over quota.
     A call refused for its minute leases no rows; one refused for rows spends no call.
@@ -527,6 +558,8 @@ def _spend(cache: _Cache, grant: _GrantView, minute: str, day: str, rows: int) -
             wants.append(("m", minute, call_short, cpm or 0))
         if rows_short > 0:
             wants.append(("d", day, rows_short, rpd or 0))
+        if not lease:
+            raise NeedsLease(cache, grant.id, wants)  # nothing was spent: lease in a thread, ask again
         # Even when the database had nothing more to lease, another thread of this
         # process may just have leased units this call can spend: look again (bounded).
         _add_leases(cache, grant.id, wants)
@@ -603,6 +636,46 @@ def authorize(
     cache = None if _DIRTY in info else (info.get(_CACHE) or _cache_for(session))
     if cache is not None and now_s >= cache.next_refresh:
         _refresh(cache)
+    return _decide(session, cache, consumer, entry, items, purpose, now, now_s, rows)
+
+
+def authorize_cached(
+    engine: Engine, *, consumer: Principal, entry: str, items: Sequence[str], purpose: str, now: datetime, rows: int = 0
+) -> Decision:
+    """``authorize`` from this process's memory alone — no database, no lock held for
+    long — for callers on an event loop. The same rules and the same answer; raises
+    NeedsDatabase (having spent nothing) when an entry or grant is not cached or is
+    due for a re-read, other processes' changes are due to be looked for, or quota
+    units must be leased: the caller then asks ``authorize`` with a session."""
+    cache = _caches.get(id(engine))
+    now_s = time.time()
+    if cache is None or cache.engine is not engine:
+        raise NeedsDatabase
+    if now_s >= cache.next_refresh and not cache.refresh_lock.locked():
+        # Due to look for other processes' changes: the caller does it in a thread. While
+        # it runs, calls go on with the caches, as authorize()'s own callers do.
+        raise NeedsRefresh
+    return _decide(None, cache, consumer, entry, items, purpose, now, now_s, rows)
+
+
+def refresh(engine: Engine) -> None:
+    """Look for other processes' changes now if due (what ``authorize`` does first)."""
+    cache = _caches.get(id(engine))
+    if cache is not None and cache.engine is engine and time.time() >= cache.next_refresh:
+        _refresh(cache)
+
+
+def _decide(
+    session: Session | None,
+    cache: _Cache | None,
+    consumer: Principal,
+    entry: CatalogEntry | str,
+    items: Sequence[str],
+    purpose: str,
+    now: datetime,
+    now_s: float,
+    rows: int,
+) -> Decision:
     code = entry if isinstance(entry, str) else entry.code
     view = _entry_view(cache, session, code, now_s)
     if view is None:
@@ -653,7 +726,10 @@ def authorize(
     if not wanted:
         base["items"] = list(grant.items)
     if grant.calls_per_minute is not None or (grant.rows_per_day is not None and rows > 0):
-        if cache is None or _holds_write(session, cache):
+        if session is None:  # authorize_cached: no transaction of the caller's to wait for
+            assert cache is not None
+            counted = _spend(cache, grant, minute, day, rows, lease=False)
+        elif cache is None or _holds_write(session, cache):
             counted = _spend_exact(session, grant, minute, day, rows)
         else:
             counted = _spend(cache, grant, minute, day, rows)
