@@ -232,16 +232,6 @@ def server_app() -> Any:
     """The app under test, from the environment (uvicorn factory: works with workers)."""
     from datatong.app import create_app
 
-    if os.environ.get("BENCH_SWITCH"):
-        sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
-    if os.environ.get("BENCH_YAPPI"):
-        import atexit
-
-        import yappi  # type: ignore
-
-        yappi.set_clock_type("cpu")
-        yappi.start()
-        atexit.register(lambda: yappi.get_func_stats().save(os.environ["BENCH_YAPPI"], type="pstat"))
     settings = replace(get_settings(), login_rate_per_minute=100_000, calendar_fallback="weekends")
     return create_app(settings, migrate=False)
 
