@@ -212,12 +212,12 @@ def call_principal(request: Request, session: Session) -> Principal:
                 _principals_checking.discard(key)
 
 
-async def principal_in_memory(request: Request) -> Principal | None:
-    """``call_principal`` for a caller on the event loop: the cached caller of this
-    bearer token while fresh, or while stale if another call is checking it again; a
-    stale one is checked again by this call in a thread (the others go on with the old
-    answer meanwhile). None when the token is not cached (ask ``call_principal``)."""
-    auth = request.headers.get("authorization", "")
+async def principal_in_memory(request: Request, auth: str) -> Principal | None:
+    """``call_principal`` for a caller on the event loop (``auth``: its Authorization
+    header): the cached caller of this bearer token while fresh, or while stale if
+    another call is checking it again; a stale one is checked again by this call in a
+    thread (the others go on with the old answer meanwhile). None when the token is not
+    cached (ask ``call_principal``)."""
     token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
     if not token:
         return None

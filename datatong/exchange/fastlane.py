@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datatong.errors import AppError
 from datatong.exchange import api
+from datatong.exchange.context import CASE, OPERATOR, PURPOSE, SYSTEM
 from datatong.exchange.schemas_calls import VerifyIn
 
 TEMPLATE = "/api/v1/exchange/entries/{entry_code}/verify"
@@ -86,8 +87,23 @@ def _replay(body: bytes, done: bool, receive: Receive) -> Receive:
     return again
 
 
+# The headers the call reads, by the names context.py asks for (the first of repeated ones,
+# as Starlette's Headers.get gives it).
+_NAMES = {name.lower().encode(): name for name in ("authorization", SYSTEM, OPERATOR, PURPOSE, CASE)}
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for key, value in scope["headers"]:
+        name = _NAMES.get(key)
+        if name is not None and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
+
+
 async def _answer(scope: Scope, code: str, body: bytes) -> Response | None:
-    if b"authorization" not in dict(scope["headers"]):
+    headers = _headers(scope)
+    if "authorization" not in headers:
         return None  # a browser session or an anonymous caller: the router says what is wrong
     try:
         model = VerifyIn.model_validate_json(body)
@@ -96,7 +112,7 @@ async def _answer(scope: Scope, code: str, body: bytes) -> Response | None:
     request = Request(scope)
     subjects: list[dict[str, Any]] = [s.model_dump() for s in model.subjects]
     try:
-        answered = await api.verify_in_memory(request, request.app.state.settings, code, subjects)
+        answered = await api.verify_in_memory(request, request.app.state.settings, code, subjects, headers)
     except AppError as exc:
         if exc.code in ("exchange.context_missing", "exchange.context_invalid"):
             return None  # the same 422 from the router, with its refusal record

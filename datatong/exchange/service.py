@@ -293,6 +293,11 @@ def verify_target(
     return result
 
 
+# A call may meet each need once: other processes' changes due, the minute's calls and the
+# day's rows to lease, a new minute starting meanwhile.
+_ATTEMPTS = 5
+
+
 async def verify_in_memory(
     settings: Any,
     principal: Principal,
@@ -313,7 +318,7 @@ async def verify_in_memory(
         return None
     keys, claimed_items, wanted = _verify_plan(target, subjects)
     engine = engine_for(settings.database_url)
-    for attempt in range(3):
+    for attempt in range(_ATTEMPTS):
         try:
             decision = authorize_cached(
                 engine,
@@ -326,11 +331,11 @@ async def verify_in_memory(
             )
             break
         except NeedsRefresh:
-            if attempt == 2:
+            if attempt == _ATTEMPTS - 1:
                 return None
             await run_in_threadpool(refresh, engine)  # this call looks; the others go on meanwhile
         except NeedsLease as need:
-            if attempt == 2:
+            if attempt == _ATTEMPTS - 1:
                 return None
             await run_in_threadpool(lease, need)  # a block of quota units, as authorize() leases
         except NeedsDatabase:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import re
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datatong.settings import Settings
@@ -59,27 +58,34 @@ def csp_for(path: str) -> str:
     return PAGE_CSP
 
 
+def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+
 class SecurityHeadersMiddleware:
-    """Pure ASGI (no buffering of bodies), so streamed downloads stay streamed."""
+    """Pure ASGI (no buffering of bodies), so streamed downloads stay streamed. The
+    headers are encoded once; per response it only looks which the route set itself."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
-        self.hsts = bool(settings.cookie_secure)
+        common = {**COMMON, **({"Strict-Transport-Security": HSTS} if settings.cookie_secure else {})}
+        self._extra = {
+            csp: [*_encoded(common), (b"content-security-policy", csp.encode("latin-1"))]
+            for csp in (PAGE_CSP, API_CSP, DOCS_CSP)
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        csp = csp_for(scope.get("path", ""))
+        extra = self._extra[csp_for(scope.get("path", ""))]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in COMMON.items():
-                    headers.setdefault(name, value)
-                headers.setdefault("Content-Security-Policy", csp)
-                if self.hsts:
-                    headers.setdefault("Strict-Transport-Security", HSTS)
+                headers = list(message.get("headers") or [])
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in extra if h[0] not in present)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
