@@ -12,6 +12,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from datatong.audit.checkpoint import make_checkpoint
 from datatong.audit.service import AuditUnavailable, Event, append, make_event
 from datatong.db import make_engine
-from datatong.loopfutures import settle
+from datatong.loopfutures import Outcome, settle
 
 log = logging.getLogger("datatong.audit")
-Item = tuple[Event, "Future[int] | asyncio.Future[int]"]
+# (event, future, work to do once the record is committed: its result settles the future)
+Item = tuple[Event, "Future[Any] | asyncio.Future[Any]", "Callable[[], Any] | None"]
 
 
 class AuditWriter:
@@ -55,20 +57,23 @@ class AuditWriter:
         Raises AuditUnavailable (fail closed) when the record cannot be written."""
         future: Future[int] = Future()
         self.start()
-        self._queue.put((event, future))
+        self._queue.put((event, future, None))
         try:
             return future.result(timeout)
         except Exception as exc:
             log.error("audit record not written: %s", type(exc).__name__)
             raise AuditUnavailable() from exc
 
-    def submit(self, event: Event) -> asyncio.Future[int]:
+    def submit(self, event: Event, then: Callable[[], Any] | None = None) -> asyncio.Future[Any]:
         """Append ``event`` without blocking (call on an event loop, and await): a future
-        of its sequence number, set once the batch holding it is committed, or its error.
-        The caller still treats an error as AuditUnavailable and returns no data."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        of its sequence number — or, with ``then``, of ``then()``, run on the writer's
+        thread once the record is committed (e.g. signing the answer's receipt: work in
+        C that then runs beside the event loop, and only after the record exists). An
+        error (the commit's, or ``then``'s) settles the future instead; the caller treats
+        it as AuditUnavailable and returns no data."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.start()
-        self._queue.put((event, future))
+        self._queue.put((event, future, then))
         return future
 
     def start(self) -> None:
@@ -119,12 +124,12 @@ class AuditWriter:
     def _commit(self, batch: list[Item]) -> None:
         try:
             with self._engine().begin() as conn:
-                last = append(conn, [event for event, _ in batch])
+                last = append(conn, [event for event, _, _ in batch])
         except (SQLAlchemyError, OSError) as exc:
-            settle((future, None, exc) for _, future in batch)
+            settle((future, None, exc) for _, future, _ in batch)
             return
         first = last - len(batch) + 1
-        settle((future, first + i, None) for i, (_, future) in enumerate(batch))
+        settle(_after(first + i, then, future) for i, (_, future, then) in enumerate(batch))
         block = last // self.checkpoint_every
         if block != self._signed_block:
             self._signed_block = block
@@ -136,6 +141,15 @@ class AuditWriter:
                 make_checkpoint(conn, self.key_dir)
         except (SQLAlchemyError, OSError):
             log.exception("audit checkpoint failed; it will be retried")
+
+
+def _after(seq: int, then: Callable[[], Any] | None, future: Any) -> Outcome:
+    if then is None:
+        return (future, seq, None)
+    try:
+        return (future, then(), None)
+    except Exception as exc:
+        return (future, None, exc)
 
 
 _writers: dict[tuple[str, Path], AuditWriter] = {}

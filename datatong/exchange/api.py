@@ -147,35 +147,31 @@ async def verify(entry_code: str, body: VerifyIn, request: Request) -> Response:
     dependency and one for itself, and at a few hundred calls a second those hops and
     their threads' fight for the GIL cost more than the call. The same checks, in the
     same order, as the dependencies would make them; the receipt is signed after the
-    audit record is committed, as before."""
+    audit record is committed, as before. The usual call (a caller, entry and grant
+    just seen) does not even take the hop: ``verify_in_memory``."""
     settings: Settings = request.app.state.settings
+    answered = await verify_in_memory(request, settings, entry_code, body)
+    if answered is not None:
+        return answered
+    metrics.child(metrics.PATHS, "thread").inc()
     subjects = [s.model_dump() for s in body.subjects]
-    answered = await verify_in_memory(request, settings, entry_code, subjects)
-    if answered is None:
-        metrics.child(metrics.PATHS, "thread").inc()
-        answered = await run_in_threadpool(_verify_now, request, settings, entry_code, subjects)
-    return signed_answer(request, body, *answered)
-
-
-def signed_answer(
-    request: Request, body: VerifyIn, result: service.Result, principal: Principal, ctx: RequestContext
-) -> Response:
-    """The verification's JSON answer with its receipt (also the fast lane's, fastlane.py)."""
+    result, principal, ctx = await run_in_threadpool(_verify_now, request, settings, entry_code, subjects)
     data = json.dumps(result.body, ensure_ascii=False, separators=(",", ":")).encode()
-    return _signed(request, data, result, ctx, request.app.state.settings, principal, _canonical(body))
+    return _signed(request, data, result, ctx, settings, principal, _canonical(body))
 
 
 async def verify_in_memory(
     request: Request,
     settings: Settings,
     entry_code: str,
-    subjects: list[dict[str, Any]],
+    body: VerifyIn,
     headers: Mapping[str, str] | None = None,
-) -> tuple[service.Result, Principal, RequestContext] | None:
+) -> Response | None:
     """The usual call — a caller, an entry and a grant this process has just seen — on
-    the event loop, without a thread (service.verify_in_memory); None for anything else.
-    ``headers``: the authorization and context headers by name, when the caller has them
-    already (the fast lane reads them in one pass)."""
+    the event loop, without a thread (service.verify_in_memory): the signed answer, or
+    None for anything else. ``headers``: the authorization and context headers by name,
+    when the caller has them already (the fast lane reads them in one pass). The receipt
+    is signed by the audit writer's thread once the record is committed."""
     headers = request.headers if headers is None else headers
     principal = await principal_in_memory(request, headers.get("authorization", ""))
     if principal is None:
@@ -185,12 +181,29 @@ async def verify_in_memory(
         return None
     ctx = context_from_headers(headers, principal)
     request.state.exchange_context = ctx
+    request_hash = receipts.hash_request(request.method, request.url.path, str(request.url.query), _canonical(body))
+
+    def seal(result: service.Result) -> Any:
+        data = json.dumps(result.body, ensure_ascii=False, separators=(",", ":")).encode()
+        claims, payload, key = receipts.unsigned_receipt(
+            settings.keys_path,
+            request_hash,
+            data,
+            result.decision.grant_id,
+            principal.department_code or "",
+            result.entry_code,
+            ctx,
+        )
+        return lambda: (data, receipts.Receipt(claims, payload, key.sign(payload)))
+
     started = time.perf_counter()
-    result = await service.verify_in_memory(settings, principal, target, ctx=ctx, subjects=subjects)
-    if result is not None:
-        metrics.observe_call("verify", "allowed", time.perf_counter() - started, rows=result.rows)
-        return result, principal, ctx
-    return None
+    subjects = [s.model_dump() for s in body.subjects]
+    result = await service.verify_in_memory(settings, principal, target, ctx=ctx, subjects=subjects, after_commit=seal)
+    if result is None:
+        return None
+    metrics.observe_call("verify", "allowed", time.perf_counter() - started, rows=result.rows)
+    data, receipt = result.sealed
+    return Response(data, media_type="application/json", headers={"X-Datatong-Receipt": receipt.header_value()})
 
 
 def _verify_now(

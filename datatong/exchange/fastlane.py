@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from types import SimpleNamespace
-from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -110,13 +109,9 @@ async def _answer(scope: Scope, code: str, body: bytes) -> Response | None:
     except ValidationError:
         return None  # the router answers with its usual 422
     request = Request(scope)
-    subjects: list[dict[str, Any]] = [s.model_dump() for s in model.subjects]
     try:
-        answered = await api.verify_in_memory(request, request.app.state.settings, code, subjects, headers)
+        return await api.verify_in_memory(request, request.app.state.settings, code, model, headers)
     except AppError as exc:
         if exc.code in ("exchange.context_missing", "exchange.context_invalid"):
             return None  # the same 422 from the router, with its refusal record
         return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers or None)
-    if answered is None:
-        return None
-    return api.signed_answer(request, model, *answered)

@@ -40,7 +40,7 @@ from fastapi import Response
 from datatong.audit.writer import log_access
 from datatong.errors import AppError
 from datatong.exchange.context import RequestContext
-from datatong.keys import VerifyKey, b64url, b64url_decode, keyring, signing_key, verify_keys_from_jwks
+from datatong.keys import SigningKey, VerifyKey, b64url, b64url_decode, keyring, signing_key, verify_keys_from_jwks
 
 RECEIPT_HEADER = "X-Datatong-Receipt"
 VERSION = 1
@@ -151,6 +151,22 @@ def make_receipt(
 
     The key object comes from keys.py's cache (loaded once per process and key set), so a
     receipt costs one SHA-256 of the body, a small JSON and one Ed25519 signature."""
+    claims, payload, key = unsigned_receipt(keys_path, request_hash, response_body, grant_id, consumer, entry, ctx)
+    return Receipt(claims, payload, key.sign(payload))
+
+
+def unsigned_receipt(
+    keys_path: Path,
+    request_hash: str,
+    response_body: bytes,
+    grant_id: int | None,
+    consumer: str,
+    entry: str,
+    ctx: RequestContext | None,
+) -> tuple[ReceiptClaims, bytes, SigningKey]:
+    """A receipt's claims, the canonical payload to sign and the key to sign it with
+    (``make_receipt`` signs at once; the verification's fast lane has the audit writer
+    sign once the record is committed)."""
     key = signing_key(keys_path)
     claims = ReceiptClaims(
         v=VERSION,
@@ -163,8 +179,7 @@ def make_receipt(
         context=ctx.audit_detail() if ctx is not None else None,
         kid=key.kid,
     )
-    payload = canonical_json(claims.as_dict())
-    return Receipt(claims, payload, key.sign(payload))
+    return claims, canonical_json(claims.as_dict()), key
 
 
 # ---------------------------------------------------------------- verifying

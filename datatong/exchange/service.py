@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -91,6 +91,7 @@ class Result:
     rows: int
     entry_code: str
     items: list[str] = field(default_factory=list)
+    sealed: Any = None  # what verify_in_memory's after_commit gave (the signed receipt)
 
 
 def _json_value(value: Any) -> Any:
@@ -306,6 +307,7 @@ async def verify_in_memory(
     ctx: Context,
     subjects: Sequence[Mapping[str, Any]],
     now: datetime | None = None,
+    after_commit: Callable[[Result], Callable[[], Any]] | None = None,
 ) -> Result | None:
     """``verify_target`` for a caller on the event loop, without a thread of its own:
     ``authorize`` from memory (``authorize_cached``), the lookup batched with other
@@ -313,7 +315,10 @@ async def verify_in_memory(
     — still committed before the answer leaves (fail closed). ``None`` when this call
     cannot be answered so (not a SQL source, something to read from the platform
     database, quota units to lease, or a refusal, which is logged there): the caller
-    then runs ``verify_target`` in a thread, which gives the same answer."""
+    then runs ``verify_target`` in a thread, which gives the same answer.
+
+    ``after_commit(result)`` gives work for the audit writer's thread once the record is
+    committed (the API signs the receipt there); its value is ``result.sealed``."""
     if not isinstance(target.reader, SqlReader):
         return None
     keys, claimed_items, wanted = _verify_plan(target, subjects)
@@ -348,11 +353,14 @@ async def verify_in_memory(
     found = await batcher_for(target.reader).submit(target.key_item, keys, claimed_items)
     result, event = _verified(principal, target, decision, ctx, subjects, keys, found, wanted)
     writer = writer_for(settings.database_url, settings.keys_path, settings.audit_checkpoint_every)
+    then = after_commit(result) if after_commit is not None else None
     try:
-        await writer.submit(event)
+        done = await writer.submit(event, then)
     except Exception as exc:
         log.error("audit record not written: %s", type(exc).__name__)
         raise AuditUnavailable() from exc
+    if then is not None:
+        result.sealed = done
     return result
 
 
