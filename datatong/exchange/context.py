@@ -23,24 +23,21 @@ invalid percent-encoding, unknown purpose) with 422 ``exchange.context_invalid``
 
 from __future__ import annotations
 
-import threading
 import time
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import unquote
 
 import jwt
 from fastapi import Depends, Request
-from sqlalchemy import event
-from sqlalchemy.orm import Session, object_session
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from datatong.errors import Unauthenticated, ValidationFailed
 from datatong.orgs.models import ClientApp, Department, User
 from datatong.orgs.service import Principal
 from datatong.sharing.models import PURPOSE_KINDS
+from datatong.swrcache import SwrCache
 from datatong.web.deps import get_principal
 
 SYSTEM = "X-Datatong-System"
@@ -171,144 +168,59 @@ def exchange_context(request: Request, principal: Principal = Depends(get_princi
 
 # A bearer token's check (signature, then the user or client app row and its department)
 # is a third of a verification call, and a system calls with the same token for its
-# whole lifetime (15 minutes). So exchange calls keep the answer per token for
-# PRINCIPAL_SECONDS; past that ONE caller checks again while the others go on with the
-# old answer (a burst would otherwise check all at once), never for longer than
+# whole lifetime (15 minutes). So exchange calls keep the answer per token (swrcache.py:
+# fresh for PRINCIPAL_SECONDS, then re-checked by one caller, never older than
 # PRINCIPAL_STALE_SECONDS — the bound authorize() gives for grant changes made by other
-# processes — and never past the token's own expiry. In this process a change of a
-# user, client app or department (deactivated, token version bumped, also by a bulk
-# UPDATE through the ORM session) drops the cache at once and again when it commits.
+# processes — and never past the token's own expiry). A change of a user, client app or
+# department in this process (deactivated, token version bumped, also by a bulk UPDATE
+# through the ORM session) drops the cache at once and again when it commits.
 PRINCIPAL_SECONDS = 0.5
 PRINCIPAL_STALE_SECONDS = 1.0
-_MAX_PRINCIPALS = 10_000
-# token → (checked at, valid until, principal)
-_principals: dict[tuple[str, str], tuple[float, float, Principal]] = {}
-_principals_checking: set[tuple[str, str]] = set()
-_principals_generation = 0
-_principals_lock = threading.Lock()
-_PRINCIPALS_DIRTY = "datatong.exchange.principals.dirty"
+_principals: SwrCache[tuple[str, str], Principal] = SwrCache(
+    "principals", fresh=PRINCIPAL_SECONDS, stale=PRINCIPAL_STALE_SECONDS, max_entries=10_000
+)
+_principals.watch((User, ClientApp, Department))
+
+
+def _bearer(auth: str) -> str:
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
 
 
 def call_principal(request: Request, session: Session) -> Principal:
     """Who calls (``web.deps.get_principal``), from the cache for a bearer token seen in
     the last second; anonymous callers are told to log in (401), as exchange_context does."""
-    auth = request.headers.get("authorization", "")
-    token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    token = _bearer(request.headers.get("authorization", ""))
+    if not token:  # a browser session (cookie): checked every time, never cached
+        return _checked(request, session, "")[0]
     key = (str(request.app.state.settings.database_url), token)
-    hit = _principals.get(key) if token and _PRINCIPALS_DIRTY not in session.info else None
-    now = time.time()
-    if hit is not None and now < hit[1]:
-        claimed = now - hit[0] >= PRINCIPAL_SECONDS and _claim(key)
-        if not claimed and now - hit[0] < PRINCIPAL_STALE_SECONDS:
-            request.state.principal = hit[2]
-            return hit[2]
-    else:
-        claimed = False
-    try:
-        return _check_token(request, session, key)
-    finally:
-        if claimed:
-            with _principals_lock:
-                _principals_checking.discard(key)
+    principal = _principals.get(session, key, lambda s: _checked(request, s, token))
+    request.state.principal = principal
+    return principal
 
 
 async def principal_in_memory(request: Request, auth: str) -> Principal | None:
     """``call_principal`` for a caller on the event loop (``auth``: its Authorization
-    header): the cached caller of this bearer token while fresh, or while stale if
-    another call is checking it again; a stale one is checked again by this call in a
-    thread (the others go on with the old answer meanwhile). None when the token is not
-    cached (ask ``call_principal``)."""
-    token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    header), without blocking it: the cached caller of this bearer token, checked again
+    in a thread when stale. None when the token is not cached (ask ``call_principal``)."""
+    token = _bearer(auth)
     if not token:
         return None
-    key = (str(request.app.state.settings.database_url), token)
-    hit = _principals.get(key)
-    now = time.time()
-    if hit is None or now >= hit[1] or now - hit[0] >= PRINCIPAL_STALE_SECONDS:
-        return None
-    if now - hit[0] >= PRINCIPAL_SECONDS and _claim(key):
-        try:
-            return await run_in_threadpool(_recheck, request, key)
-        finally:
-            with _principals_lock:
-                _principals_checking.discard(key)
-    request.state.principal = hit[2]
-    return hit[2]
-
-
-def _recheck(request: Request, key: tuple[str, str]) -> Principal:
-    from datatong.db import session_scope
-
-    with session_scope(request.app.state.settings.database_url) as session:
-        return _check_token(request, session, key)
-
-
-def _claim(key: tuple[str, str]) -> bool:
-    with _principals_lock:
-        if key in _principals_checking:
-            return False
-        _principals_checking.add(key)
-        return True
-
-
-def _check_token(request: Request, session: Session, key: tuple[str, str]) -> Principal:
-    generation = _principals_generation
-    try:
-        principal = get_principal(request, session)
-        if not principal.is_authenticated:
-            raise Unauthenticated()
-    except BaseException:
-        with _principals_lock:
-            _principals.pop(key, None)
-        raise
-    if key[1]:
-        _remember(key, principal, generation, session)
+    url = request.app.state.settings.database_url
+    principal = await _principals.get_in_memory((str(url), token), lambda s: _checked(request, s, token), url)
+    if principal is not None:
+        request.state.principal = principal
     return principal
 
 
-def _remember(key: tuple[str, str], principal: Principal, generation: int, session: Session) -> None:
+def _checked(request: Request, session: Session, token: str) -> tuple[Principal, float | None]:
+    """The caller, and how long its answer may be kept: not past the token's expiry."""
+    principal = get_principal(request, session)
+    if not principal.is_authenticated:
+        raise Unauthenticated()
     # The token was just verified; its expiry is read without checking the signature again.
-    exp = jwt.decode(key[1], options={"verify_signature": False}).get("exp")
-    now = time.time()
-    until = now + PRINCIPAL_STALE_SECONDS
-    if isinstance(exp, int | float):
-        until = min(until, float(exp))
-    with _principals_lock:
-        if generation == _principals_generation and _PRINCIPALS_DIRTY not in session.info:
-            if len(_principals) >= _MAX_PRINCIPALS:
-                _principals.clear()
-            _principals[key] = (now, until, principal)
+    exp = jwt.decode(token, options={"verify_signature": False}).get("exp") if token else None
+    return principal, (float(exp) - time.time() if isinstance(exp, int | float) else None)
 
 
 def forget_principals() -> None:
-    global _principals_generation
-    with _principals_lock:
-        _principals_generation += 1
-        _principals.clear()
-
-
-def _on_caller_change(_mapper: Any, _connection: Any, row: Any) -> None:
-    session = object_session(row)
-    if session is not None:
-        session.info[_PRINCIPALS_DIRTY] = True
-    forget_principals()
-
-
-def _on_bulk_change(context: Any) -> None:
-    if getattr(context.mapper, "class_", None) in (User, ClientApp, Department):
-        context.session.info[_PRINCIPALS_DIRTY] = True
-        forget_principals()
-
-
-def _on_transaction_done(session: Session, *_: Any) -> None:
-    if session.info.pop(_PRINCIPALS_DIRTY, None):
-        forget_principals()
-
-
-for _model in (User, ClientApp, Department):
-    for _name in ("after_update", "after_delete"):
-        event.listen(_model, _name, _on_caller_change)
-event.listen(Session, "after_bulk_update", _on_bulk_change)
-event.listen(Session, "after_bulk_delete", _on_bulk_change)
-event.listen(Session, "after_commit", _on_transaction_done)
-event.listen(Session, "after_rollback", _on_transaction_done)
+    _principals.forget()

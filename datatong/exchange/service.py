@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, event, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from datatong import crypto
@@ -48,6 +46,7 @@ from datatong.sharing.authorize import (
     lease,
     refresh,
 )
+from datatong.swrcache import SwrCache
 
 log = logging.getLogger("datatong.exchange")
 MAX_PAGE = 1000
@@ -515,134 +514,49 @@ def _one_key_statement(target: Target, items: list[str]) -> tuple[Any, list[str]
 
 # Resolving an entry code to its reader costs two ORM loads (the entry with its data
 # items, the source) — most of a verification call — for an answer that rarely changes.
-# So each process keeps it for TARGET_SECONDS; past that, ONE caller reads it again while
-# the others go on with the old answer (a burst of concurrent calls would otherwise all
-# read it at once), never for longer than TARGET_STALE_SECONDS — within the second that
-# authorize() gives for changes made by other processes. Changes made in this process
-# (ORM writes of an entry, its items or its source) drop the cache at once, again when
-# they commit. A withdrawn entry is refused by authorize() in any case (not_shareable).
+# So each process keeps it (swrcache.py: fresh for TARGET_SECONDS, then read again by one
+# caller, never older than TARGET_STALE_SECONDS — within the second that authorize()
+# gives for changes made by other processes). Changes made in this process (ORM writes of
+# an entry, its items or its source) drop the cache at once, again when they commit. Only
+# found entries with a source are kept: misses are asked again. A withdrawn entry is
+# refused by authorize() in any case (not_shareable).
 TARGET_SECONDS = 0.5
 TARGET_STALE_SECONDS = 1.0
-_MAX_TARGETS = 1000
-_targets: dict[tuple[str, str], tuple[float, Target]] = {}
-_targets_reading: set[tuple[str, str]] = set()
-_targets_generation = 0
-_targets_lock = threading.Lock()
-_TARGETS_DIRTY = "datatong.exchange.targets.dirty"
+_targets: SwrCache[tuple[str, str], Target] = SwrCache("targets", fresh=TARGET_SECONDS, stale=TARGET_STALE_SECONDS)
 
 
 def target(session: Session, settings: Any, code: str, reader_for: ReaderFactory) -> Target:
     """The published entry ``code`` and its reader (404 ``NotFound``, 409
-    ``exchange.no_source`` as ``entry_by_code`` and ``reader_for`` say), from the cache
-    when fresh. Only found entries with a source are kept: misses are asked again."""
-    key = (str(settings.database_url), code)
-    now = time.monotonic()
-    hit = _targets.get(key) if _TARGETS_DIRTY not in session.info else None
-    if hit is not None and now - hit[0] < TARGET_SECONDS:
-        return hit[1]
-    claimed = hit is not None and _claim(key)
-    if hit is not None and now - hit[0] < TARGET_STALE_SECONDS and not claimed:
-        return hit[1]  # another caller is reading it again right now
-    try:
-        return _read_target(session, settings, code, reader_for, key, now)
-    except BaseException:
-        with _targets_lock:
-            _targets.pop(key, None)  # gone or broken: every caller asks again
-        raise
-    finally:
-        if claimed:
-            with _targets_lock:
-                _targets_reading.discard(key)
+    ``exchange.no_source`` as ``entry_by_code`` and ``reader_for`` say), cached."""
+    return _targets.get(session, (str(settings.database_url), code), _loader(settings, code, reader_for))
 
 
 async def target_in_memory(settings: Any, code: str, reader_for: ReaderFactory) -> Target | None:
-    """``target`` for a caller on the event loop: the cached target while fresh, or while
-    stale if another call is reading it again; a stale one is read again by this call in
-    a thread (the others go on with the old one meanwhile). None when not cached at all
-    (ask ``target`` in a thread)."""
+    """``target`` without blocking the event loop (a stale one is read again in a
+    thread); None when not cached (ask ``target`` in a thread)."""
     key = (str(settings.database_url), code)
-    hit = _targets.get(key)
-    if hit is None:
-        return None
-    age = time.monotonic() - hit[0]
-    if age < TARGET_SECONDS:
-        return hit[1]
-    if age >= TARGET_STALE_SECONDS:
-        return None
-    if not _claim(key):
-        return hit[1]  # another call is reading it again right now
-    try:
-        return await run_in_threadpool(_reread_target, settings, code, reader_for, key)
-    finally:
-        with _targets_lock:
-            _targets_reading.discard(key)
+    return await _targets.get_in_memory(key, _loader(settings, code, reader_for), settings.database_url)
 
 
-def _reread_target(settings: Any, code: str, reader_for: ReaderFactory, key: tuple[str, str]) -> Target:
-    from datatong.db import session_scope
+def _loader(settings: Any, code: str, reader_for: ReaderFactory) -> Callable[[Session], tuple[Target, None]]:
+    def load(session: Session) -> tuple[Target, None]:
+        entry = entry_by_code(session, code)
+        reader, key_item = reader_for(session, settings, entry)
+        return Target(entry.id, entry.code, entry.provider_code, reader, key_item), None
 
-    try:
-        with session_scope(settings.database_url) as session:
-            return _read_target(session, settings, code, reader_for, key, time.monotonic())
-    except BaseException:
-        with _targets_lock:
-            _targets.pop(key, None)  # gone or broken: every caller asks again
-        raise
-
-
-def _claim(key: tuple[str, str]) -> bool:
-    with _targets_lock:
-        if key in _targets_reading:
-            return False
-        _targets_reading.add(key)
-        return True
-
-
-def _read_target(
-    session: Session, settings: Any, code: str, reader_for: ReaderFactory, key: tuple[str, str], now: float
-) -> Target:
-    generation = _targets_generation
-    entry = entry_by_code(session, code)
-    reader, key_item = reader_for(session, settings, entry)
-    found = Target(entry.id, entry.code, entry.provider_code, reader, key_item)
-    with _targets_lock:
-        # Not kept when this session has changes of its own, or an invalidation ran meanwhile.
-        if generation == _targets_generation and _TARGETS_DIRTY not in session.info:
-            if len(_targets) >= _MAX_TARGETS:
-                _targets.clear()
-            _targets[key] = (now, found)
-    return found
+    return load
 
 
 def forget_targets() -> None:
     """Drop every cached target (after a change of entries or sources)."""
-    global _targets_generation
-    with _targets_lock:
-        _targets_generation += 1
-        _targets.clear()
+    _targets.forget()
 
 
-def _on_target_change(_mapper: Any, _connection: Any, target_row: Any) -> None:
-    session = object_session(target_row)
-    if session is not None:
-        session.info[_TARGETS_DIRTY] = True
-    forget_targets()
-
-
-def _on_target_transaction_done(session: Session, *_: Any) -> None:
-    if session.info.pop(_TARGETS_DIRTY, None):
-        forget_targets()
-
-
-def _listen_for_target_changes() -> None:
+def _watch_targets() -> None:
     from datatong.catalog.models import DataItem
     from datatong.exchange.models import DataSource
 
-    for model in (CatalogEntry, DataItem, DataSource):
-        for name in ("after_insert", "after_update", "after_delete"):
-            event.listen(model, name, _on_target_change)
-    event.listen(Session, "after_commit", _on_target_transaction_done)
-    event.listen(Session, "after_rollback", _on_target_transaction_done)
+    _targets.watch((CatalogEntry, DataItem, DataSource))
 
 
-_listen_for_target_changes()
+_watch_targets()
