@@ -268,7 +268,7 @@ def test_a_verification_without_its_audit_record_sends_nothing(
     def broken(*_: object) -> int:
         raise OSError("disk full")  # the writer's commit fails, as on a full disk
 
-    monkeypatch.setattr(audit_writer, "append", broken)
+    monkeypatch.setattr(audit_writer, "append_driver", broken)
     for path in ("memory", "thread"):
         before = metrics.PATHS.labels(path)._value.get()
         r = client.post(url, json=body, headers=headers)

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from datatong.audit.chain import ALGORITHMS, FIELDS, clean, record_hash
@@ -164,23 +164,34 @@ def append(conn: Connection, events: Sequence[Event]) -> int:
 
     The UPDATE comes first: it locks the tip (row lock on PostgreSQL, the write lock on
     SQLite) before the tip is read, so concurrent writers queue instead of forking."""
+    return append_driver(conn.connection.dbapi_connection, conn.dialect.paramstyle, events)
+
+
+def append_driver(dbapi_conn: Any, paramstyle: str, events: Sequence[Event]) -> int:
+    """``append`` on a DB-API connection inside its open transaction (the caller commits).
+    The audit writer's group commit calls it per batch: straight through the driver, a
+    batch costs a third of what it does through SQLAlchemy's connection (measured on
+    SQLite, a batch of one: 0.55 → 0.2 ms of CPU)."""
     n = len(events)
     if not n:
         return 0
-    last, prev, alg = conn.execute(
-        text("UPDATE audit_head SET seq = seq + :n WHERE id = 1 RETURNING seq, hash, alg"), {"n": n}
-    ).one()
-    seq = last - n + 1
-    rows = []
-    for ev in events:
-        values = ev.values(seq, alg)
-        digest = record_hash(alg, prev, values)
-        rows.append((*values, prev, digest))
-        prev = digest
-        seq += 1
-    # Straight to the driver's executemany: this runs once per audited call.
-    conn.exec_driver_sql(_insert_sql(conn.dialect.paramstyle), rows)
-    conn.execute(text("UPDATE audit_head SET hash = :h WHERE id = 1"), {"h": prev})
+    mark = "?" if paramstyle == "qmark" else "%s"
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute(f"UPDATE audit_head SET seq = seq + {mark} WHERE id = 1 RETURNING seq, hash, alg", (n,))
+        last, prev, alg = cur.fetchone()
+        seq = last - n + 1
+        rows = []
+        for ev in events:
+            values = ev.values(seq, alg)
+            digest = record_hash(alg, prev, values)
+            rows.append((*values, prev, digest))
+            prev = digest
+            seq += 1
+        cur.executemany(_insert_sql(paramstyle), rows)
+        cur.execute(f"UPDATE audit_head SET hash = {mark} WHERE id = 1", (prev,))
+    finally:
+        cur.close()
     return int(last)
 
 

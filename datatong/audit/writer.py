@@ -9,6 +9,7 @@ checkpoint every ``checkpoint_every`` records and, when idle, whenever the chain
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -21,9 +22,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from datatong.audit.checkpoint import make_checkpoint
-from datatong.audit.service import AuditUnavailable, Event, append, make_event
+from datatong.audit.service import AuditUnavailable, Event, append_driver, make_event
 from datatong.db import make_engine
 from datatong.loopfutures import Outcome, settle
+from datatong.sqlitewal import write_turn
 
 log = logging.getLogger("datatong.audit")
 # (event, future, work to do once the record is committed: its result settles the future)
@@ -50,6 +52,7 @@ class AuditWriter:
         self._lock = threading.Lock()
         self._signed_block = -1
         self._own_engine: Engine | None = None
+        self._driver: Any = None  # the batches' DB-API connection (see _append)
 
     def write(self, event: Event, timeout: float = 15.0) -> int:
         """Append ``event``; returns its sequence number once committed.
@@ -87,6 +90,7 @@ class AuditWriter:
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(10)
+        self._drop_driver(broken=False)
         if self._own_engine is not None:
             self._own_engine.dispose()
             self._own_engine = None
@@ -115,17 +119,19 @@ class AuditWriter:
             self._commit(batch)
 
     def _engine(self) -> Engine:
-        """The writer's own connection, outside the shared pool: requests waiting for
-        their audit record hold pooled connections, and must not starve the writer."""
+        """The writer's own connections, outside the shared pool: requests waiting for
+        their audit record hold pooled connections, and must not starve the writer. Two:
+        the batches' driver connection, held for good, and one for checkpoints."""
         if self._own_engine is None:
-            self._own_engine = make_engine(self.url, pool_size=1)
+            self._own_engine = make_engine(self.url, pool_size=2)
         return self._own_engine
 
     def _commit(self, batch: list[Item]) -> None:
         try:
-            with self._engine().begin() as conn:
-                last = append(conn, [event for event, _, _ in batch])
-        except (SQLAlchemyError, OSError) as exc:
+            with write_turn(self.url):
+                last = self._append([event for event, _, _ in batch])
+        except Exception as exc:  # the driver's, or the disk's: nothing of the batch is acknowledged
+            self._drop_driver()
             settle((future, None, exc) for _, future, _ in batch)
             return
         first = last - len(batch) + 1
@@ -135,9 +141,28 @@ class AuditWriter:
             self._signed_block = block
             self._checkpoint()
 
+    def _append(self, events: list[Event]) -> int:
+        """One batch in one transaction, straight through the driver (see append_driver)."""
+        if self._driver is None:
+            self._driver = self._engine().raw_connection()
+        last = append_driver(self._driver, self._engine().dialect.paramstyle, events)
+        self._driver.commit()
+        return last
+
+    def _drop_driver(self, broken: bool = True) -> None:
+        """Let go of the batches' connection: after a failed batch it is thrown away (the
+        next batch connects afresh), else handed back to the pool."""
+        if self._driver is not None:
+            with contextlib.suppress(Exception):
+                if broken:
+                    self._driver.invalidate()
+                else:
+                    self._driver.close()
+            self._driver = None
+
     def _checkpoint(self) -> None:
         try:
-            with self._engine().begin() as conn:
+            with write_turn(self.url), self._engine().begin() as conn:
                 make_checkpoint(conn, self.key_dir)
         except (SQLAlchemyError, OSError):
             log.exception("audit checkpoint failed; it will be retried")
