@@ -112,6 +112,8 @@ class SwrCache(Generic[K, V]):
         return value
 
     def _claim(self, key: K) -> bool:
+        if key in self._claimed:
+            return False  # the usual answer while a re-read runs: no lock (a set lookup is atomic)
         with self._lock:
             if key in self._claimed:
                 return False
