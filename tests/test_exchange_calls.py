@@ -203,8 +203,8 @@ def _verify_headers(client: TestClient) -> dict[str, str]:
 
 
 def test_one_subject_calls_answer_as_many_subject_calls(client: TestClient, request: pytest.FixtureRequest) -> None:
-    """One subject per call takes the prepared-statement path (service._lookup); its
-    answers are those of the general lookup, receipt included."""
+    """One subject per call (the usual verification, looked up through the source's
+    batcher on either path) answers as the general lookup does, receipt included."""
     db: ProviderDb = request.getfixturevalue("pg_provider")
     code = _granted(client, db, ["身份证号", "姓名"])
     person, url = db.rows[11], f"/api/v1/exchange/entries/{code}/verify"

@@ -5,6 +5,7 @@ records and errors as the router's thread path, on real PostgreSQL and MariaDB p
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -146,5 +147,9 @@ def test_batched_lookups_give_each_caller_its_own_rows(request: pytest.FixtureRe
         assert batcher._raw is not None and batcher._raw.accepts(db.key_item, [name])
         if other is not None:
             assert asyncio.run(run([other])) == [reader.lookup(db.key_item, k, [other]) for k in keys]
+        # Callers in threads (the route's thread path) wait on the same batches.
+        with ThreadPoolExecutor(8) as pool:
+            threaded = list(pool.map(lambda k: batcher.lookup(db.key_item, k, [name]), keys))
+        assert threaded == [reader.lookup(db.key_item, k, [name]) for k in keys]
     finally:
         reader.dispose()

@@ -1,14 +1,14 @@
 """Verification lookups of one data source, many callers per query.
 
 A verification call looks up one subject, usually; at a few hundred calls a second a
-query (and a thread hop) per call costs more than the call's own work. So calls on the
-event loop hand their keys to the reader's batcher: one thread per SQL source that
-takes everything queued since its last query (up to ``MAX_KEYS`` keys) and looks it up
-with one ``IN`` query per item list — the same ``reader.lookup`` a single call uses,
-so the same coercion, the same errors. Under light load a batch is one call (no added
-wait: the thread queries as soon as something is queued); under heavy load batches
-grow and queries per call fall. The thread ends after ``IDLE_SECONDS`` without work
-and starts again on the next call.
+query (and a thread hop) per call costs more than the call's own work. So calls hand
+their keys to the reader's batcher (``submit`` on the event loop, ``lookup`` in a
+thread): one thread per SQL source that takes everything queued since its last query
+(up to ``MAX_KEYS`` keys) and looks it up with one ``IN`` query per item list — the
+same ``reader.lookup`` a single call uses, so the same coercion, the same errors. Under
+light load a batch is one call (no added wait: the thread queries as soon as something
+is queued); under heavy load batches grow and queries per call fall. The thread ends
+after ``IDLE_SECONDS`` without work and starts again on the next call.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,7 +30,7 @@ MAX_KEYS = min(MAX_IN, 500)
 IDLE_SECONDS = 30.0
 
 Found = dict[str, dict[str, Any]]
-_Request = tuple[str, tuple[str, ...], list[str], "asyncio.Future[Found]"]
+_Request = tuple[str, tuple[str, ...], list[str], "asyncio.Future[Found] | Future[Found]"]
 
 
 class LookupBatcher:
@@ -47,6 +48,14 @@ class LookupBatcher:
         self._queue.put((key_item, tuple(items), list(keys), future))
         self._ensure_thread()
         return future
+
+    def lookup(self, key_item: str, keys: Sequence[str], items: Sequence[str], timeout: float = 60.0) -> Found:
+        """``submit`` for a caller in a worker thread: waits for the batch and returns its
+        rows (or raises the source's error)."""
+        future: Future[Found] = Future()
+        self._queue.put((key_item, tuple(items), list(keys), future))
+        self._ensure_thread()
+        return future.result(timeout)
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():

@@ -20,8 +20,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -446,7 +445,6 @@ def _audit_event(
 
 
 def entry_by_code(session: Session, code: str) -> CatalogEntry:
-    from sqlalchemy import select
 
     entry = session.scalar(select(CatalogEntry).where(CatalogEntry.code == code))
     if entry is None or entry.status != "published":
@@ -467,49 +465,15 @@ class Target:
     provider_code: str
     reader: SourceReader
     key_item: str
-    # one-key lookup statements of a SQL source, by the items asked for (see _lookup)
-    statements: dict[tuple[str, ...], Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _lookup(target: Target, keys: list[str], items: list[str]) -> dict[str, dict[str, Any]]:
-    """The rows of ``keys`` by key, as ``reader.lookup`` gives them. One key of a SQL
-    source with a text key column (a verification of one subject, the usual call) runs
-    a statement built once per item list with the key as its parameter: a third of the
-    reader's general lookup, which builds and compiles an IN list each time. Anything
-    else, or any database error, goes to the reader's own lookup (which also turns an
-    error into the source's error codes)."""
-    reader, key_item = target.reader, target.key_item
-    prepared = _one_key_statement(target, items) if len(keys) == 1 else None
-    if prepared is None or not isinstance(reader, SqlReader):
-        return reader.lookup(key_item, keys, items)
-    stmt, names = prepared
-    try:
-        with reader.engine.connect() as conn:
-            got = conn.execute(stmt, {"key": keys[0]}).all()
-    except SQLAlchemyError:
-        return reader.lookup(key_item, keys, items)
-    return {str(row[0]): {name: row[i + 1] for i, name in enumerate(names)} for row in got}
-
-
-def _one_key_statement(target: Target, items: list[str]) -> tuple[Any, list[str]] | None:
-    wanted = tuple(items)
-    hit = target.statements.get(wanted)
-    if hit is not None:
-        return hit if hit[0] is not None else None
-    reader = target.reader
-    if not isinstance(reader, SqlReader):
-        return None
-    names = list(dict.fromkeys([target.key_item, *items]))
-    try:
-        col = reader.column(target.key_item)
-        text_key = col.type.python_type is str
-        cols = [reader.column(item).label(f"c{i}") for i, item in enumerate(names)]
-    except (AppError, NotImplementedError, SQLAlchemyError):
-        text_key = False  # the reader's lookup says what is wrong
-    prepared = (select(col.label("_key"), *cols).where(col == bindparam("key")), names) if text_key else (None, names)
-    if len(target.statements) < 64:
-        target.statements[wanted] = prepared
-    return prepared if text_key else None
+    """The rows of ``keys`` by key, as ``reader.lookup`` gives them: through the source's
+    batcher for a SQL source (one query for this call and whatever else is queued, see
+    batching.py), else the reader itself."""
+    if isinstance(target.reader, SqlReader):
+        return batcher_for(target.reader).lookup(target.key_item, keys, items)
+    return target.reader.lookup(target.key_item, keys, items)
 
 
 # Resolving an entry code to its reader costs two ORM loads (the entry with its data
