@@ -188,19 +188,31 @@ def append_driver(dbapi_conn: Any, paramstyle: str, events: Sequence[Event]) -> 
             rows.append((*values, prev, digest))
             prev = digest
             seq += 1
-        cur.executemany(_insert_sql(paramstyle), rows)
-        cur.execute(f"UPDATE audit_head SET hash = {mark} WHERE id = 1", (prev,))
+        if paramstyle == "qmark" or n > _ONE_STATEMENT_MAX:
+            cur.executemany(_insert_sql(paramstyle, 1), rows)
+            cur.execute(f"UPDATE audit_head SET hash = {mark} WHERE id = 1", (prev,))
+        else:
+            # PostgreSQL: the rows and the new tip in one statement (a data-modifying CTE),
+            # one round trip while the tip is locked instead of an executemany and an UPDATE.
+            cur.execute(
+                f"WITH ins AS ({_insert_sql(paramstyle, n)}) UPDATE audit_head SET hash = {mark} WHERE id = 1",
+                [v for row in rows for v in row] + [prev],
+            )
     finally:
         cur.close()
     return int(last)
 
 
-@lru_cache
-def _insert_sql(paramstyle: str) -> str:
+_ONE_STATEMENT_MAX = 1000  # rows × 20 columns stays under PostgreSQL's 65,535 parameters
+
+
+@lru_cache(maxsize=256)
+def _insert_sql(paramstyle: str, rows: int) -> str:
     columns = [*FIELDS, "prev_hash", "hash"]
     mark = "?" if paramstyle == "qmark" else "%s"
     names = ", ".join(f'"{c}"' for c in columns)
-    return f"INSERT INTO audit_record ({names}) VALUES ({', '.join([mark] * len(columns))})"
+    one = f"({', '.join([mark] * len(columns))})"
+    return f"INSERT INTO audit_record ({names}) VALUES {', '.join([one] * rows)}"
 
 
 def configure_chain(session: Session, alg: str) -> None:
