@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
 
 Outcome = tuple["asyncio.Future[Any] | Future[Any]", Any, BaseException | None]
 
@@ -41,3 +43,31 @@ def _settle_here(outcomes: list[Outcome]) -> None:
             future.set_exception(exc)
         else:
             future.set_result(result)
+
+
+class PerIteration(Generic[T]):
+    """Items added on an event loop, handed to ``sink`` once per loop iteration.
+
+    Handing each call's work to a worker thread through a queue wakes that thread once per
+    call; on a virtual machine a cross-CPU wake-up is dear (profiled: the queue's ``put``
+    was a tenth of the event loop's time in a verification). Calls that arrive together —
+    one loop iteration runs every ready request — are handed over as one list instead:
+    ``add`` schedules one ``sink(items)`` per loop and iteration (``call_soon``), which runs
+    before any of those calls can resume, so nothing waits longer than that iteration."""
+
+    def __init__(self, sink: Callable[[list[T]], None]) -> None:
+        self._sink = sink
+        self._pending: dict[asyncio.AbstractEventLoop, list[T]] = {}
+
+    def add(self, item: T) -> None:
+        loop = asyncio.get_running_loop()
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+            loop.call_soon(self._flush, loop)
+        pending.append(item)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        items = self._pending.pop(loop, None)
+        if items:
+            self._sink(items)

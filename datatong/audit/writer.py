@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from datatong.audit.checkpoint import make_checkpoint
 from datatong.audit.service import AuditUnavailable, Event, append_driver, make_event
 from datatong.db import make_engine
-from datatong.loopfutures import Outcome, settle
+from datatong.loopfutures import Outcome, PerIteration, settle
 from datatong.sqlitewal import write_turn
 
 log = logging.getLogger("datatong.audit")
@@ -47,7 +47,9 @@ class AuditWriter:
         self.checkpoint_every = max(1, checkpoint_every)
         self.idle_seconds = idle_seconds
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        # lists of items (one per call on a thread, one per event-loop iteration), or None: stop
+        self._queue: queue.SimpleQueue[list[Item] | None] = queue.SimpleQueue()
+        self._from_loops: PerIteration[Item] = PerIteration(self._hand_over)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._signed_block = -1
@@ -59,8 +61,7 @@ class AuditWriter:
 
         Raises AuditUnavailable (fail closed) when the record cannot be written."""
         future: Future[int] = Future()
-        self.start()
-        self._queue.put((event, future, None))
+        self._hand_over([(event, future, None)])
         try:
             return future.result(timeout)
         except Exception as exc:
@@ -75,9 +76,12 @@ class AuditWriter:
         error (the commit's, or ``then``'s) settles the future instead; the caller treats
         it as AuditUnavailable and returns no data."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.start()
-        self._queue.put((event, future, then))
+        self._from_loops.add((event, future, then))
         return future
+
+    def _hand_over(self, items: list[Item]) -> None:
+        self.start()
+        self._queue.put(items)
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -99,14 +103,14 @@ class AuditWriter:
         self._checkpoint()  # whatever was appended while no writer ran (CLI, demo seeding)
         while True:
             try:
-                item = self._queue.get(timeout=self.idle_seconds)
+                items = self._queue.get(timeout=self.idle_seconds)
             except queue.Empty:
                 self._checkpoint()
                 continue
-            if item is None:
+            if items is None:
                 self._checkpoint()
                 return
-            batch = [item]
+            batch = list(items)
             while len(batch) < self.max_batch:
                 try:
                     more = self._queue.get_nowait()
@@ -115,7 +119,7 @@ class AuditWriter:
                 if more is None:
                     self._queue.put(None)  # finish this batch, then stop
                     break
-                batch.append(more)
+                batch.extend(more)
             self._commit(batch)
 
     def _engine(self) -> Engine:

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from datatong.exchange.readers import MAX_IN, SourceReader, SqlReader
-from datatong.loopfutures import settle
+from datatong.loopfutures import PerIteration, settle
 
 MAX_KEYS = min(MAX_IN, 500)
 IDLE_SECONDS = 30.0
@@ -36,7 +36,9 @@ _Request = tuple[str, tuple[str, ...], list[str], "asyncio.Future[Found] | Futur
 class LookupBatcher:
     def __init__(self, reader: SourceReader) -> None:
         self.reader = reader
-        self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        # lists of requests: one per call in a thread, one per event-loop iteration
+        self._queue: queue.SimpleQueue[list[_Request]] = queue.SimpleQueue()
+        self._from_loops: PerIteration[_Request] = PerIteration(self._hand_over)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._raw: _DriverLookup | None = _DriverLookup(reader) if isinstance(reader, SqlReader) else None
@@ -45,17 +47,19 @@ class LookupBatcher:
         """The rows of ``keys`` by key (as ``reader.lookup``), once the batch ran (call on
         an event loop, and await)."""
         future: asyncio.Future[Found] = asyncio.get_running_loop().create_future()
-        self._queue.put((key_item, tuple(items), list(keys), future))
-        self._ensure_thread()
+        self._from_loops.add((key_item, tuple(items), list(keys), future))
         return future
 
     def lookup(self, key_item: str, keys: Sequence[str], items: Sequence[str], timeout: float = 60.0) -> Found:
         """``submit`` for a caller in a worker thread: waits for the batch and returns its
         rows (or raises the source's error)."""
         future: Future[Found] = Future()
-        self._queue.put((key_item, tuple(items), list(keys), future))
-        self._ensure_thread()
+        self._hand_over([(key_item, tuple(items), list(keys), future)])
         return future.result(timeout)
+
+    def _hand_over(self, requests: list[_Request]) -> None:
+        self._queue.put(requests)
+        self._ensure_thread()
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -77,15 +81,15 @@ class LookupBatcher:
                             self._raw.close()
                         return
                 continue
-            batch = [first]
-            keys = len(first[2])
+            batch = list(first)
+            keys = sum(len(r[2]) for r in first)
             while keys < MAX_KEYS:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                batch.append(more)
-                keys += len(more[2])
+                batch.extend(more)
+                keys += sum(len(r[2]) for r in more)
             self._lookup(batch)
 
     def _query(self, key_item: str, keys: list[str], items: list[str]) -> Found:
