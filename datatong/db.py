@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, sessionmaker
 
 from datatong import sqlitewal
 
@@ -82,6 +82,15 @@ def make_engine(url: str, pool_size: int | None = None) -> Engine:
             sqlitewal.watch(engine, path)
         return engine
     return create_engine(url, pool_pre_ping=True, **pool)
+
+
+def writes_to(state: ORMExecuteState, classes: tuple[type, ...]) -> bool:
+    """Whether a statement run through a session (``do_orm_execute``) inserts, updates or
+    deletes rows of ``classes`` — changes no ORM object stands for, which caches keyed
+    by row events would not see."""
+    return (state.is_update or state.is_delete or state.is_insert) and any(
+        m.class_ in classes for m in state.all_mappers
+    )
 
 
 @lru_cache

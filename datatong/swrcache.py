@@ -31,7 +31,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, object_session
 from starlette.concurrency import run_in_threadpool
 
-from datatong.db import session_scope
+from datatong.db import session_scope, writes_to
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -145,9 +145,7 @@ class SwrCache(Generic[K, V]):
         def on_statement(state: ORMExecuteState) -> None:
             # An UPDATE/DELETE/INSERT statement through the session (``update(User)…``,
             # also the legacy ``Query.update``) changes rows no ORM object stands for.
-            if (state.is_update or state.is_delete or state.is_insert) and any(
-                m.class_ in classes for m in state.all_mappers
-            ):
+            if writes_to(state, classes):
                 state.session.info[self._dirty] = True
                 self.forget()
 

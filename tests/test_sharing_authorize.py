@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sharing_helpers import call, published, quota_worker, submitted, who
 from sqlalchemy import select, text
+from sqlalchemy import update as sa_update
 
 from datatong.audit.service import record
 from datatong.catalog.models import CatalogEntry
@@ -322,6 +323,17 @@ def test_invalidate_takes_effect_at_once(client, settings):
     _behind_the_orm(settings, "UPDATE share_grant SET status = 'suspended' WHERE id = :g", g=grant_id)
     assert ask(settings, entry["code"]).allowed  # unstamped, unseen so far
     invalidate()
+    assert ask(settings, entry["code"]).reason == "suspended"
+
+
+def test_a_statement_through_the_session_takes_effect_at_once(client, settings):
+    """An UPDATE statement on grants through the ORM session (no ORM object changed, no
+    stamp) is honoured by the very next call in this process."""
+    entry, grant_id = granted(client, settings)
+    assert ask(settings, entry["code"]).allowed
+    assert ask(settings, entry["code"]).allowed  # warm: answered from memory
+    with session_scope(settings.database_url) as s:
+        s.execute(sa_update(Grant).where(Grant.id == grant_id).values(status="suspended"))
     assert ask(settings, entry["code"]).reason == "suspended"
 
 

@@ -69,10 +69,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, event, select, text
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import ORMExecuteState, Session, object_session
 
 from datatong.catalog.models import CatalogEntry, DataItem
-from datatong.db import is_sqlite, utcnow
+from datatong.db import is_sqlite, utcnow, writes_to
 from datatong.orgs.service import Principal
 from datatong.sharing.models import Grant
 from datatong.sharing.workdays import local_date
@@ -228,8 +228,9 @@ _CACHE = "datatong.authorize.cache"
 
 def invalidate(*, forget_leases: bool = False) -> None:
     """Forget every cached entry, grant and pair in this process. Call after changing
-    grants or catalog entries other than through ORM objects (ORM changes invalidate by
-    themselves). Leased quota units are kept — they are counted in the database already —
+    grants or catalog entries other than through an ORM session — plain SQL on a
+    connection (changes through a session, ORM objects or UPDATE/DELETE statements,
+    invalidate by themselves). Leased quota units are kept — they are counted in the database already —
     unless ``forget_leases`` (after the counters were deleted, e.g. a test's reset;
     forgetting them is always safe, it only leaves leased units unused)."""
     global _generation
@@ -287,14 +288,27 @@ def _on_row_change(_mapper: Any, _connection: Any, target: Any) -> None:
     _drop(key)
 
 
+def _on_statement(state: ORMExecuteState) -> None:
+    # An UPDATE/DELETE/INSERT statement through the session (``update(Grant)…``) changes
+    # rows no ORM object stands for, and names none: forget everything, now and at commit.
+    if writes_to(state, (Grant, CatalogEntry, DataItem)):
+        state.session.info.setdefault(_DIRTY, []).append(_ALL)
+        invalidate()
+
+
 def _on_transaction_done(session: Session, *_: Any) -> None:
     for key in session.info.pop(_DIRTY, ()):
-        _drop(key)
+        if key == _ALL:
+            invalidate()
+        else:
+            _drop(key)
 
 
+_ALL = ("all",)
 for _model in (Grant, CatalogEntry, DataItem):
     for _name in ("after_insert", "after_update", "after_delete"):
         event.listen(_model, _name, _on_row_change)
+event.listen(Session, "do_orm_execute", _on_statement)
 event.listen(Session, "after_commit", _on_transaction_done)
 event.listen(Session, "after_rollback", _on_transaction_done)
 
