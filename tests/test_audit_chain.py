@@ -117,6 +117,27 @@ def test_group_commit_gives_every_caller_its_own_place(settings, world):
     assert report.ok and report.records == 400 and report.checkpoints >= 8
 
 
+def test_the_writer_reconnects_when_its_connection_was_lost_while_idle(settings, world, monkeypatch):
+    """The writer holds one driver connection; a database restart (here: the server ends
+    the writer's session) while it sits idle must not fail the next caller."""
+    if is_sqlite(settings.database_url):
+        pytest.skip("a server database: SQLite has no connection to lose")
+    from datatong.audit import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "PING_AFTER", 0.0)  # every batch counts as after idle
+    writer = AuditWriter(settings.database_url, settings.keys_path)
+    try:
+        first = writer.write(make_event(None, "test.read"))
+        pid = writer._driver.dbapi_connection.info.backend_pid
+        with engine_for(settings.database_url).begin() as conn:
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+        assert writer.write(make_event(None, "test.read")) == first + 1
+        assert writer._driver.dbapi_connection.info.backend_pid != pid
+    finally:
+        writer.stop()
+    assert verify(settings.database_url, _keys(settings)).ok
+
+
 def _append_many(url: str, key_dir: str, n: int, tag: str) -> None:
     writer = AuditWriter(url, Path(key_dir), checkpoint_every=100)
     for i in range(n):

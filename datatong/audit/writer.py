@@ -13,6 +13,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -28,6 +29,7 @@ from datatong.loopfutures import Outcome, PerIteration, settle
 from datatong.sqlitewal import write_turn
 
 log = logging.getLogger("datatong.audit")
+PING_AFTER = 10.0  # seconds the batches' connection may sit unused before it is checked
 # (event, future, work to do once the record is committed: its result settles the future)
 Item = tuple[Event, "Future[Any] | asyncio.Future[Any]", "Callable[[], Any] | None"]
 
@@ -55,6 +57,7 @@ class AuditWriter:
         self._signed_block = -1
         self._own_engine: Engine | None = None
         self._driver: Any = None  # the batches' DB-API connection (see _append)
+        self._driver_used = 0.0
 
     def write(self, event: Event, timeout: float = 15.0) -> int:
         """Append ``event``; returns its sequence number once committed.
@@ -147,11 +150,27 @@ class AuditWriter:
 
     def _append(self, events: list[Event]) -> int:
         """One batch in one transaction, straight through the driver (see append_driver)."""
+        driver = self._connection()
+        last = append_driver(driver, self._engine().dialect.paramstyle, events)
+        driver.commit()
+        self._driver_used = time.monotonic()
+        return last
+
+    def _connection(self) -> Any:
+        """The batches' connection; after ``PING_AFTER`` idle seconds it is checked first
+        (as the pool's pre-ping would: a database restarted meanwhile must not cost the
+        next batch's callers a 503), never under load."""
+        if self._driver is not None and time.monotonic() - self._driver_used > PING_AFTER:
+            try:
+                cursor = self._driver.cursor()
+                cursor.execute("SELECT 1")
+                cursor.close()
+                self._driver.rollback()
+            except Exception:
+                self._drop_driver()
         if self._driver is None:
             self._driver = self._engine().raw_connection()
-        last = append_driver(self._driver, self._engine().dialect.paramstyle, events)
-        self._driver.commit()
-        return last
+        return self._driver
 
     def _drop_driver(self, broken: bool = True) -> None:
         """Let go of the batches' connection: after a failed batch it is thrown away (the
